@@ -1,0 +1,5 @@
+"""``python -m node`` is ``hipnode``."""
+
+from node.cli import main
+
+raise SystemExit(main())

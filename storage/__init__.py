@@ -1,0 +1,1 @@
+"""Durable state of the node: the SQLite (or PostgreSQL) catalogue and the file store."""

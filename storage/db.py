@@ -1,0 +1,38 @@
+"""Engine and session factory: one engine per process.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` so a committed row survives a
+power cut, and with a busy timeout so several processes (SCP, workers) can share
+the file. Any other SQLAlchemy URL (PostgreSQL) works unchanged.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every catalogue table."""
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create the process's engine; SQLite gets WAL, FULL sync and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker:
+    """Sessions are passed in to the code that uses them; the caller commits."""
+    return sessionmaker(engine, expire_on_commit=False)
