@@ -1,0 +1,91 @@
+"""What one analysis produces, independent of DICOM and of the model that made it.
+
+The generator's ground truth, the models' predictions and the result encoders
+all use these types, so a prediction can be compared with the truth and encoded
+without translation. Coordinates follow the spec: pixel (x, y) = (column, row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """Name and version of the model or algorithm that produced a result."""
+
+    name: str
+    version: str
+    manufacturer: str = "HipNode"
+
+
+@dataclass
+class ImageAnalysis:
+    """Segments, landmarks and measurements of one radiograph.
+
+    ``not_analysable`` holds a reason when the image could not be analysed; the
+    other fields are then empty. ``masks`` are boolean arrays on the source
+    pixel grid keyed by spec segment name; ``probabilities`` (optional) are
+    float32 maps in [0, 1] on the same grid.
+    """
+
+    landmarks: dict[str, Point | None] = field(default_factory=dict)
+    measurements: dict[str, float | None] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    calibration: str | None = None  # one of vocabulary.CALIBRATIONS
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, col)
+    not_analysable: str | None = None
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    algorithms: tuple[AlgorithmInfo, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """The spec's JSON shape (``landmarks``, ``measurements``, ``calibration``...)."""
+        out: dict[str, object] = {
+            "landmarks": {k: (None if v is None else [float(v[0]), float(v[1])]) for k, v in self.landmarks.items()},
+            "measurements": {k: (None if v is None else float(v)) for k, v in self.measurements.items()},
+            "calibration": self.calibration,
+            "pixel_spacing_mm": None if self.pixel_spacing_mm is None else list(self.pixel_spacing_mm),
+            "timings_ms": dict(self.timings_ms),
+        }
+        if self.not_analysable is not None:
+            out["not_analysable"] = self.not_analysable
+        if self.algorithms:
+            out["algorithms"] = [{"name": a.name, "version": a.version} for a in self.algorithms]
+        return out
+
+
+@dataclass
+class PairAlignment:
+    """A pre-op to post-op homography and what was measured on the way.
+
+    ``homography`` maps PRE pixel coordinates to POST pixel coordinates.
+    ``failure`` holds a reason when no trustworthy alignment exists; then
+    ``homography`` is None and no colour difference map may be produced.
+    """
+
+    homography: np.ndarray | None
+    method: str
+    matcher: str
+    matches: int = 0
+    inliers: int = 0
+    failure: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    algorithms: tuple[AlgorithmInfo, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "homography": None if self.homography is None else np.asarray(self.homography, float).tolist(),
+            "method": self.method,
+            "matcher": self.matcher,
+            "matches": int(self.matches),
+            "inliers": int(self.inliers),
+            "timings_ms": dict(self.timings_ms),
+        }
+        if self.failure is not None:
+            out["failure"] = self.failure
+        return out
