@@ -144,6 +144,8 @@ class ImageClassification(Base):
     right_state: Mapped[str | None] = mapped_column(String(16))  # native | implant | absent
     left_state: Mapped[str | None] = mapped_column(String(16))
     model_versions: Mapped[dict | None] = mapped_column(JSON)
+    analysis: Mapped[dict | None] = mapped_column(JSON)  # ImageAnalysis.to_json(): landmarks, measurements
+    artifacts_path: Mapped[str | None] = mapped_column(Text)  # npz of masks/probabilities, rel. to storage
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
