@@ -1,1 +1,1 @@
-"""pairing."""
+"""Pre-operative / post-operative pairing: pure rules in :mod:`rules`, catalogue glue in :mod:`store`."""
