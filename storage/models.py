@@ -150,10 +150,14 @@ class ImageClassification(Base):
 
 
 class Pairing(Base):
-    """A pre-op / post-op pairing decision, per side, with its reason."""
+    """A pre-op / post-op pairing decision, per side, with its reason.
+
+    At most one row per (post image, side) has ``superseded`` false; earlier
+    decisions stay as history.
+    """
 
     __tablename__ = "pairing"
-    __table_args__ = (UniqueConstraint("post_instance_pk", "side"),)
+    __table_args__ = (Index("ix_pairing_post_side", "post_instance_pk", "side"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
