@@ -1,0 +1,66 @@
+"""LinAlign's colour difference map (CDM).
+
+The pre-op image is warped onto the post-op grid with the perspective
+homography, both are intensity-normalized, and the pair becomes one YCbCr
+image: luminance ``Y = (I1' + I2) / 2`` shows the anatomy, chrominance
+``Cr = Cb = (I2 - I1') / 2`` shows the change (magenta where post-op is
+brighter, e.g. new metal; green where pre-op was brighter). It is converted to
+8-bit RGB for display. Outside the warped pre-op footprint there is no pre-op
+information: there ``I1' := I2``, so the map shows post-op grey with no colour.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def normalize_intensity(image: np.ndarray, mask: np.ndarray | None = None, low_pct: float = 1.0,
+                        high_pct: float = 99.0) -> np.ndarray:
+    """Scale to [0, 1] between robust percentiles taken inside ``mask``; clipped."""
+    image = np.asarray(image, dtype=np.float32)
+    values = image[mask] if mask is not None and mask.any() else image.ravel()
+    low, high = np.percentile(values, [low_pct, high_pct])
+    if high - low < 1e-6:
+        return np.zeros_like(image)
+    return np.clip((image - low) / (high - low), 0.0, 1.0)
+
+
+def warp_to(image: np.ndarray, h: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Perspective warp of ``image`` by ``h`` (source pixels -> target pixels) onto ``shape``.
+
+    Returns the warped image and the boolean footprint of valid pixels.
+    """
+    rows, cols = shape
+    warped = cv2.warpPerspective(np.asarray(image, dtype=np.float32), np.asarray(h, dtype=np.float64),
+                                 (cols, rows), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                 borderValue=0.0)
+    footprint = cv2.warpPerspective(np.ones(np.shape(image), dtype=np.uint8), np.asarray(h, dtype=np.float64),
+                                    (cols, rows), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                    borderValue=0) > 0
+    return warped, footprint
+
+
+def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 full-range YCbCr (Y in [0, 1], Cb/Cr centred on 0) to RGB in [0, 1]."""
+    r = y + 1.402 * cr
+    g = y - 0.344136 * cb - 0.714136 * cr
+    b = y + 1.772 * cb
+    return np.clip(np.stack([r, g, b], axis=-1), 0.0, 1.0)
+
+
+def colour_difference_map(pre: np.ndarray, post: np.ndarray, h_pre_to_post: np.ndarray) -> np.ndarray:
+    """The CDM on the post-op grid as uint8 RGB, shape (rows, cols, 3)."""
+    post = np.asarray(post, dtype=np.float32)
+    if post.ndim != 2 or np.ndim(pre) != 2:
+        raise ValueError("pre and post must be 2-D grey-scale images")
+    warped, footprint = warp_to(pre, h_pre_to_post, post.shape)
+    if not footprint.any():
+        raise ValueError("the homography maps the pre-op image entirely outside the post-op image")
+    i1 = normalize_intensity(warped, footprint)
+    i2 = normalize_intensity(post)
+    i1 = np.where(footprint, i1, i2)
+    y = (i1 + i2) / 2.0
+    chroma = (i2 - i1) / 2.0
+    rgb = ycbcr_to_rgb(y, chroma, chroma)
+    return np.round(rgb * 255.0).astype(np.uint8)

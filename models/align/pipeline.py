@@ -1,0 +1,141 @@
+"""Pre/post alignment from two images and their pelvis probabilities to a checked homography.
+
+The steps are LinAlign's (match, RANSAC, weighted normalized DLT) plus the
+checks that decide whether the result may be shown at all: a pelvis in each
+image, enough matches, enough inliers, enough of them on the pelvis, and a
+non-degenerate homography. Any failed check returns a :class:`PairAlignment`
+with ``failure`` set and no homography: no colour difference map may follow.
+Method ``ours`` adds a pelvis-aware RANSAC, IRLS and metal-masked ECC.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.algorithms.results import AlgorithmInfo, PairAlignment
+from models.align.homography import (
+    HomographyError,
+    correspondence_weights,
+    degeneracy_reason,
+    filtered_dlt,
+    normalized_dlt,
+    ransac_inliers,
+    sample_bilinear,
+    weighted_normalized_dlt,
+)
+from models.align.matching import Matcher, Matches
+from models.align.refine import irls_weighted_dlt, masked_ecc, metal_mask
+
+ALIGN_METHODS: tuple[str, ...] = ("plain", "filtered", "weighted", "ours")
+VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class AlignSettings:
+    """Thresholds of the trust checks; fractions are of the post-op image diagonal."""
+
+    ransac_threshold_fraction: float = 0.004
+    min_matches: int = 12
+    min_inliers: int = 12
+    min_pelvis_inliers: int = 8  # inliers with P_pre >= 0.5 and P_post >= 0.5
+    min_pelvis_area_fraction: float = 0.02  # of the image, pixels with P >= 0.5
+    use_ecc: bool = True
+
+
+def pelvis_found(probability: np.ndarray, settings: AlignSettings) -> bool:
+    """A pelvis is present when at least ``min_pelvis_area_fraction`` of pixels have P >= 0.5."""
+    return float(np.mean(np.asarray(probability) >= 0.5)) >= settings.min_pelvis_area_fraction
+
+
+def estimate_homography(
+    matches: Matches, p_pre: np.ndarray, p_post: np.ndarray, method: str, threshold_px: float,
+    settings: AlignSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit one method on ``matches``; returns (H, inlier mask). Raises HomographyError with a reason."""
+    src, dst = matches.points_pre, matches.points_post
+    p_src = sample_bilinear(p_pre, src)
+    p_dst = sample_bilinear(p_post, dst)
+    weights = p_src * p_dst
+    if method == "ours":
+        on_pelvis = (p_src >= 0.5) & (p_dst >= 0.5)
+        candidates = on_pelvis if int(on_pelvis.sum()) >= settings.min_inliers else np.ones(len(src), bool)
+        inliers = np.zeros(len(src), dtype=bool)
+        inliers[np.flatnonzero(candidates)] = ransac_inliers(src[candidates], dst[candidates], threshold_px)
+    else:
+        inliers = ransac_inliers(src, dst, threshold_px)
+    if int(inliers.sum()) < settings.min_inliers:
+        raise HomographyError(f"too few RANSAC inliers ({int(inliers.sum())} < {settings.min_inliers})")
+    pelvis_inliers = int(((p_src >= 0.5) & (p_dst >= 0.5) & inliers).sum())
+    if method != "plain" and pelvis_inliers < settings.min_pelvis_inliers:
+        raise HomographyError(
+            f"too few inliers on the pelvis ({pelvis_inliers} < {settings.min_pelvis_inliers})")
+    s, d = src[inliers], dst[inliers]
+    if method == "plain":
+        return normalized_dlt(s, d), inliers
+    if method == "filtered":
+        return filtered_dlt(s, d, p_src[inliers], p_dst[inliers]), inliers
+    if method == "weighted":
+        return weighted_normalized_dlt(s, d, weights[inliers]), inliers
+    if method == "ours":
+        h = weighted_normalized_dlt(s, d, weights[inliers])
+        return irls_weighted_dlt(s, d, weights[inliers], h), inliers
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ALIGN_METHODS)}")
+
+
+def align_pair(
+    pre: np.ndarray, post: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, method: str, matcher: Matcher,
+    settings: AlignSettings = AlignSettings(), metal_pre: np.ndarray | None = None,
+    metal_post: np.ndarray | None = None,
+) -> PairAlignment:
+    """Align PRE onto POST; never raises for bad images, returns ``failure`` instead.
+
+    ``p_pre``/``p_post`` are pelvis probability maps on each image's grid (from
+    the segmentation model, or any stand-in). ``metal_*`` default to an
+    intensity-based implant mask.
+    """
+    if method not in ALIGN_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ALIGN_METHODS)}")
+    info = (AlgorithmInfo(f"hipnode-align-{method}", VERSION), AlgorithmInfo(matcher.name, VERSION))
+    result = PairAlignment(homography=None, method=method, matcher=matcher.name, algorithms=info)
+    for name, image, probability in (("pre-op", pre, p_pre), ("post-op", post, p_post)):
+        if np.shape(probability) != np.shape(image):
+            raise ValueError(f"{name} pelvis probability shape {np.shape(probability)} != image {np.shape(image)}")
+        if not pelvis_found(probability, settings):
+            result.failure = f"no pelvis found in the {name} image"
+            return result
+    start = time.perf_counter()
+    matches = matcher.match(pre, post)
+    result.timings_ms.update({f"match_{k}": v for k, v in matches.timings_ms.items()})
+    result.timings_ms["match"] = 1000 * (time.perf_counter() - start)
+    result.matches = len(matches)
+    if len(matches) < settings.min_matches:
+        result.failure = f"too few matches ({len(matches)} < {settings.min_matches})"
+        return result
+    threshold_px = settings.ransac_threshold_fraction * float(np.hypot(*np.shape(post)))
+    start = time.perf_counter()
+    try:
+        h, inliers = estimate_homography(matches, p_pre, p_post, method, threshold_px, settings)
+    except HomographyError as exc:
+        result.failure = str(exc)
+        return result
+    finally:
+        result.timings_ms["homography"] = 1000 * (time.perf_counter() - start)
+    result.inliers = int(inliers.sum())
+    reason = degeneracy_reason(h, np.shape(pre), np.shape(post))
+    if reason is not None:
+        result.failure = f"degenerate homography: {reason}"
+        return result
+    if method == "ours" and settings.use_ecc:
+        start = time.perf_counter()
+        pelvis_pre, pelvis_post = np.asarray(p_pre) >= 0.5, np.asarray(p_post) >= 0.5
+        metal_pre = metal_mask(pre, pelvis_pre) if metal_pre is None else metal_pre
+        metal_post = metal_mask(post, pelvis_post) if metal_post is None else metal_post
+        ecc = masked_ecc(pre, post, h, pelvis_pre, pelvis_post, metal_pre, metal_post)
+        result.timings_ms["ecc"] = 1000 * (time.perf_counter() - start)
+        if ecc.accepted and degeneracy_reason(ecc.homography, np.shape(pre), np.shape(post)) is None:
+            h = ecc.homography
+    result.homography = h
+    return result
