@@ -1,0 +1,136 @@
+"""pynetdicom event handlers: C-STORE, C-ECHO and one log line per association."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pynetdicom import events as evt
+
+from node.network.contexts import IMAGE_SOP_CLASSES, SR_SOP_CLASSES
+from node.network.ingest import Ingestor
+from node.network.status import StoreStatus
+from storage.filestore import ReceiveBuffer, is_full_error
+
+log = logging.getLogger("node.scp")
+
+_SOP_NAMES = {**IMAGE_SOP_CLASSES, **SR_SOP_CLASSES}
+
+
+@dataclass
+class _AssocStats:
+    started: float = field(default_factory=time.monotonic)
+    outcome: str = "open"
+    stored: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    bytes: int = 0
+
+
+class AssociationLog:
+    """Collects per-association counters and writes one line when the connection closes."""
+
+    def __init__(self) -> None:
+        self._stats: dict[int, _AssocStats] = {}
+        self._lock = threading.Lock()
+
+    def stats(self, assoc: object) -> _AssocStats:
+        with self._lock:
+            return self._stats.setdefault(id(assoc), _AssocStats())
+
+    def on_outcome(self, event: evt.Event) -> None:
+        names = {
+            evt.EVT_ESTABLISHED: "established",
+            evt.EVT_REJECTED: "rejected",
+            evt.EVT_RELEASED: "released",
+            evt.EVT_ABORTED: "aborted",
+        }
+        stats = self.stats(event.assoc)
+        outcome = names.get(event.event, "open")
+        # "established" never overwrites a final outcome already recorded.
+        if outcome != "established" or stats.outcome == "open":
+            stats.outcome = outcome
+
+    def on_close(self, event: evt.Event) -> None:
+        with self._lock:
+            stats = self._stats.pop(id(event.assoc), _AssocStats())
+        assoc = event.assoc
+        address = event.address
+        level = logging.WARNING if stats.outcome in ("rejected", "aborted") or stats.failed else logging.INFO
+        log.log(level, "association", extra={
+            "outcome": stats.outcome,
+            "calling_aet": str(assoc.requestor.ae_title).strip(),
+            "called_aet": str(assoc.acceptor.ae_title).strip(),
+            "peer": f"{address[0]}:{address[1]}",
+            "stored": stats.stored,
+            "failed": stats.failed,
+            "duplicates": stats.duplicates,
+            "bytes": stats.bytes,
+            "ms": round((time.monotonic() - stats.started) * 1000.0, 1),
+        })
+
+
+def handle_echo(event: evt.Event) -> int:
+    """C-ECHO: the node is up."""
+    return 0x0000
+
+
+def handle_store(event: evt.Event, ingestor: Ingestor, assoc_log: AssociationLog) -> int:
+    """Store one object durably and return the DIMSE status (see :class:`StoreStatus`)."""
+    start = time.perf_counter()
+    request = event.request
+    sop_class = str(request.AffectedSOPClassUID or "")
+    sop_instance = str(request.AffectedSOPInstanceUID or "")
+    calling_aet = str(event.assoc.requestor.ae_title).strip()
+    buffer = getattr(request, "_dataset_file", None)
+    stats = assoc_log.stats(event.assoc)
+    reason = ""
+    try:
+        path = event.dataset_path
+    except AttributeError:  # chunked receive switched off: write the bytes ourselves
+        buffer = ingestor.filestore.new_buffer()
+        buffer.write(event.encoded_dataset(include_meta=True))
+        path = Path(buffer.name)
+    status: StoreStatus
+    outcome = None
+    try:
+        if isinstance(buffer, ReceiveBuffer):
+            buffer.finish()
+            buffer.close()
+    except OSError as exc:
+        status = StoreStatus.OUT_OF_RESOURCES if is_full_error(exc) else StoreStatus.STORAGE_FAILURE
+        reason = f"receiving the object failed: {exc}"
+        ingestor.filestore.discard(path)
+    else:
+        outcome = ingestor.ingest(Path(path), sop_class_uid=sop_class, sop_instance_uid=sop_instance,
+                                  calling_aet=calling_aet)
+        status = outcome.status
+        reason = outcome.reason
+    ms = round((time.perf_counter() - start) * 1000.0, 1)
+    size = outcome.size_bytes if outcome else 0
+    if status == StoreStatus.SUCCESS:
+        stats.stored += 1
+        stats.bytes += size
+        if outcome is not None and outcome.duplicate:
+            stats.duplicates += 1
+    else:
+        stats.failed += 1
+    extra = {
+        "status": f"0x{int(status):04X}",
+        "sop_instance_uid": sop_instance,
+        "sop_class": _SOP_NAMES.get(sop_class, sop_class),
+        "study_instance_uid": outcome.study_instance_uid if outcome else "",
+        "calling_aet": calling_aet,
+        "size": size,
+        "ms": ms,
+    }
+    if status == StoreStatus.SUCCESS:
+        extra["duplicate"] = bool(outcome and outcome.duplicate)
+        log.info("instance", extra=extra)
+    else:
+        extra["reason"] = reason
+        log.warning("instance refused", extra=extra)
+    return int(status)

@@ -1,0 +1,226 @@
+"""Durable file store: temp file on the same filesystem, fsync, atomic link, dir fsync.
+
+Layout under the storage directory::
+
+    tmp/                     receive buffers (``*.part``); wiped at start
+    dicom/<study>/<series>/<sop>.dcm
+
+Paths are built from cleaned UIDs. :meth:`FileStore.commit` links the temp
+file into place with ``os.link`` (which never replaces an existing file, so a
+duplicate SOP Instance UID cannot overwrite the first copy), fsyncs the file
+before and every new directory after, then drops the temp name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+_UID_SAFE = re.compile(r"[^0-9A-Za-z.\-]")
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+TEMP_SUFFIX = ".part"
+
+
+class OutOfSpace(OSError):
+    """The disk, a quota or the configured size cap is exhausted (DIMSE 0xA700)."""
+
+
+def clean_uid(uid: str) -> str:
+    """A UID made safe as one path component (never empty, never ``.``/``..``)."""
+    cleaned = _UID_SAFE.sub("_", uid.strip())[:64]
+    if cleaned in ("", ".", ".."):
+        cleaned = "_" + cleaned
+    return cleaned
+
+
+def is_full_error(exc: BaseException) -> bool:
+    """True for the errors that mean "no space left" in one form or another."""
+    return isinstance(exc, OutOfSpace) or (isinstance(exc, OSError) and exc.errno in FULL_ERRNOS)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a new name) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ReceiveBuffer:
+    """A temp file pynetdicom streams a received data set into.
+
+    Stands in for ``NamedTemporaryFile(delete=False)``: it has ``name``,
+    ``write``, ``file.flush`` and ``close``. A write that fails (disk full,
+    file-size limit) does not raise into pynetdicom's reader thread, which would
+    abort the association; the error is kept in :attr:`error`, the partial
+    file is truncated to free the space, and the C-STORE handler answers with
+    the right status.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(suffix=TEMP_SUFFIX, dir=directory)
+        self.name = name
+        self._fp = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.file = self  # pynetdicom calls ``.file.flush()`` after every fragment
+        self.error: OSError | None = None
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        if self.error is not None:
+            return len(data)
+        try:
+            return self._fp.write(data)
+        except OSError as exc:
+            self._fail(exc)
+            return len(data)
+
+    def flush(self) -> None:
+        """Per-fragment flushes are pointless; :meth:`finish` flushes once."""
+
+    def finish(self) -> None:
+        """Flush buffered bytes to the OS (raising a deferred write error)."""
+        if self.error is None and not self.closed:
+            try:
+                self._fp.flush()
+            except OSError as exc:
+                self._fail(exc)
+        if self.error is not None:
+            raise self.error
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        try:
+            os.truncate(self.name, 0)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._fp.close()
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
+
+
+class FileStore:
+    """The object files of one node; thread-safe."""
+
+    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.tmp_dir = self.root / "tmp"
+        self.objects_dir = self.root / "dicom"
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._used_bytes = 0
+
+    # -- start-up ----------------------------------------------------------------
+    def prepare(self) -> int:
+        """Create the folders and remove leftover temp files; return how many were removed."""
+        for directory in (self.root, self.tmp_dir, self.objects_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for leftover in self.tmp_dir.iterdir():
+            if leftover.is_file():
+                leftover.unlink()
+                removed += 1
+        # Temp names a crash left next to stored objects (older layouts, copies).
+        for leftover in self.objects_dir.rglob(f"*{TEMP_SUFFIX}"):
+            leftover.unlink()
+            removed += 1
+        fsync_dir(self.tmp_dir)
+        return removed
+
+    def iter_objects(self) -> Iterator[str]:
+        """Relative paths of every stored object file."""
+        for path in self.objects_dir.rglob("*.dcm"):
+            yield path.relative_to(self.root).as_posix()
+
+    # -- capacity ----------------------------------------------------------------
+    def set_used_bytes(self, used: int) -> None:
+        with self._lock:
+            self._used_bytes = used
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used_bytes
+
+    def reserve(self, size: int) -> None:
+        """Account for ``size`` new bytes or raise :class:`OutOfSpace` above the cap."""
+        with self._lock:
+            if self.max_bytes is not None and self._used_bytes + size > self.max_bytes:
+                raise OutOfSpace(
+                    errno.ENOSPC,
+                    f"storage cap max_storage_bytes={self.max_bytes} reached "
+                    f"({self._used_bytes} used, {size} more requested)",
+                )
+            self._used_bytes += size
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._used_bytes = max(0, self._used_bytes - size)
+
+    # -- writing -----------------------------------------------------------------
+    def new_buffer(self) -> ReceiveBuffer:
+        return ReceiveBuffer(self.tmp_dir)
+
+    def relative_path(self, study_uid: str, series_uid: str, sop_uid: str) -> str:
+        return f"dicom/{clean_uid(study_uid)}/{clean_uid(series_uid)}/{clean_uid(sop_uid)}.dcm"
+
+    def absolute(self, relative: str) -> Path:
+        return self.root / relative
+
+    def commit(self, temp_path: Path, relative: str) -> Path:
+        """Durably place ``temp_path`` at ``relative``.
+
+        Raises ``FileExistsError`` when an object already has that name (the
+        temp file is left for the caller to discard) and :class:`OutOfSpace` or
+        ``OSError`` on I/O failure.
+        """
+        fd = os.open(temp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = self.root / relative
+        self._make_dirs(final.parent)
+        os.link(temp_path, final)
+        fsync_dir(final.parent)
+        os.unlink(temp_path)
+        return final
+
+    def _make_dirs(self, directory: Path) -> None:
+        missing: list[Path] = []
+        current = directory
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        if not missing:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        # Each new directory's name lives in its parent: fsync the parents, top down.
+        for new_dir in reversed(missing):
+            fsync_dir(new_dir.parent)
+
+    def discard(self, temp_path: Path | str) -> None:
+        try:
+            os.unlink(temp_path)
+        except FileNotFoundError:
+            pass
+
+    def remove(self, relative: str) -> None:
+        """Delete a stored object (used only for rows that never committed)."""
+        path = self.root / relative
+        try:
+            path.unlink()
+            fsync_dir(path.parent)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,1 @@
+"""Alembic migrations of the catalogue, shipped inside the package (see storage.migrate)."""
