@@ -1,0 +1,221 @@
+"""One radiograph in, one :class:`ImageAnalysis` out: checks, segments, landmarks, measurements.
+
+Called by the node pipeline and ``hipnode analyze``. The radiograph is a
+``node.imaging.Radiograph`` (duck-typed here: ``pixels``, ``pixel_spacing_mm``,
+``calibration``, ``dataset``), so this module never imports pydicom.
+
+Not-analysable inputs are caught twice: first from the header and the pixels
+(body part, view, size, blank), then from the content (the segmentation must
+find a plausible pelvis and at least one hip), so a chest film with a lying
+header still fails. A not-analysable result has no landmarks at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.algorithms.measurements import compute_measurements
+from models.algorithms.results import AlgorithmInfo, ImageAnalysis
+from models.algorithms.vocabulary import LANDMARKS, MEASUREMENT_UNITS, POST_OP_ONLY_LANDMARKS, SIDES
+from models.inference.landmarks import LandmarkModel, LandmarkOutput
+from models.inference.segmentation import SegmentationModel, SegmentationOutput
+
+ACCEPTED_BODY_PARTS = {"", "PELVIS", "HIP", "HIPS", "LHIP", "RHIP", "HIPJOINT", "HIP JOINT", "PELVIS HIP"}
+LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "XTABLE", "LLO", "RLO"}
+ACCEPTED_MODALITIES = {"", "CR", "DX", "RG", "DR", "OT"}
+MIN_SIDE_PX = 256
+MIN_FIELD_MM = 150.0
+MIN_CONTRAST = 0.02
+# Content plausibility on the working grid, as fractions of the image content area.
+MIN_PELVIS_FRACTION = 0.04
+MAX_PELVIS_FRACTION = 0.60
+MIN_HIP_FRACTION = 0.002
+IMPLANT_MIN_FRACTION = 0.001
+"""Implant area (fraction of the image) above which a side counts as operated."""
+
+
+class RadiographLike(Protocol):
+    pixels: np.ndarray
+    pixel_spacing_mm: tuple[float, float] | None
+    calibration: str | None
+    dataset: Any
+
+
+@dataclass(frozen=True)
+class Header:
+    """The few header values the checks use (plain strings, upper case)."""
+
+    modality: str = ""
+    body_part: str = ""
+    view_position: str = ""
+
+    @classmethod
+    def from_dataset(cls, ds: Any) -> Header:
+        def get(keyword: str) -> str:
+            value = getattr(ds, keyword, "") if ds is not None else ""
+            return str(value or "").strip().upper()
+
+        return cls(get("Modality"), get("BodyPartExamined"), get("ViewPosition"))
+
+
+def header_problem(header: Header) -> str | None:
+    """Why the header says this is not an AP pelvis/hip radiograph, or None."""
+    if header.modality not in ACCEPTED_MODALITIES:
+        return f"modality {header.modality} is not a projection radiograph (CR/DX expected)"
+    if header.body_part not in ACCEPTED_BODY_PARTS:
+        return f"body part examined is {header.body_part}, not a pelvis or hip"
+    if header.view_position in LATERAL_VIEWS:
+        return f"lateral view ({header.view_position}): an AP pelvis view is needed"
+    return None
+
+
+def pixel_problem(pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> str | None:
+    """Why the pixels cannot hold an AP pelvis (tiny, small field, blank), or None."""
+    if pixels.ndim != 2:
+        return f"not a single grey-scale image (shape {pixels.shape})"
+    rows, cols = pixels.shape
+    if min(rows, cols) < MIN_SIDE_PX:
+        return f"image too small ({cols}x{rows} pixels, at least {MIN_SIDE_PX} per side needed)"
+    if spacing_mm is not None and max(rows * spacing_mm[0], cols * spacing_mm[1]) < MIN_FIELD_MM:
+        return f"field of view too small for a pelvis ({cols * spacing_mm[1]:.0f} x {rows * spacing_mm[0]:.0f} mm)"
+    step = max(1, int(np.sqrt(pixels.size / 250_000)))
+    sample = pixels[::step, ::step]
+    if not np.all(np.isfinite(sample)):
+        return "image holds non-finite pixel values"
+    lo, hi = np.percentile(sample, [1, 99])
+    full = float(sample.max() - sample.min())
+    if full <= 0 or (hi - lo) < MIN_CONTRAST * max(full, 1e-6) or float(np.std(sample)) < 1e-6 * max(abs(hi), 1.0):
+        return "blank image (no contrast)"
+    return None
+
+
+def content_problem(seg: SegmentationOutput) -> str | None:
+    """Why the segmentation says there is no pelvis with a hip in the image, or None."""
+    rows, cols = seg.transform.content_shape
+    area = float(rows * cols)
+    pelvis = float((seg.work_map("pelvis")[:rows, :cols] > 0.5).sum()) / area
+    if pelvis < MIN_PELVIS_FRACTION:
+        return f"no pelvis found in the image content (pelvis {100 * pelvis:.1f}% of the image)"
+    if pelvis > MAX_PELVIS_FRACTION:
+        return f"implausible pelvis segmentation ({100 * pelvis:.0f}% of the image)"
+    hips = 0
+    for side in SIDES:
+        head = float((seg.work_map(f"femoral_head_{side}")[:rows, :cols] > 0.5).sum()) / area
+        implant = float((seg.work_map(f"implant_{side}")[:rows, :cols] > 0.5).sum()) / area
+        if head >= MIN_HIP_FRACTION or implant >= MIN_HIP_FRACTION:
+            hips += 1
+    if hips == 0:
+        return "no femoral head or hip implant found in the image content"
+    return None
+
+
+def decide_landmarks(lm: LandmarkOutput, seg: SegmentationOutput) -> dict[str, tuple[float, float] | None]:
+    """Present landmarks keep their regressed position; absent ones are null.
+
+    A landmark is present when its disc peak passes the threshold; post-op
+    points (cup rim, stem tip) additionally need an implant on that side in the
+    segmentation, and a point outside the image is null (out of field).
+    """
+    rows, cols = seg.transform.content_shape
+    area = float(rows * cols)
+    operated = {
+        side: float((seg.work_map(f"implant_{side}")[:rows, :cols] > 0.5).sum()) / area >= IMPLANT_MIN_FRACTION
+        for side in SIDES
+    }
+    src_rows, src_cols = seg.transform.source_shape
+    out: dict[str, tuple[float, float] | None] = {}
+    for name in LANDMARKS:
+        x, y = lm.source_xy[name]
+        ok = lm.present(name) and -0.5 <= x <= src_cols - 0.5 and -0.5 <= y <= src_rows - 0.5
+        base, _, side = name.rpartition("_")
+        if side in SIDES and base in POST_OP_ONLY_LANDMARKS and not operated[side]:
+            ok = False
+        out[name] = (x, y) if ok else None
+    return out
+
+
+def measure(
+    landmarks: Mapping[str, tuple[float, float] | None],
+    spacing_mm: tuple[float, float] | None,
+    masks: Mapping[str, np.ndarray],
+) -> dict[str, float | None]:
+    """Spec measurements via the shared formulas; lengths are None without a spacing."""
+    if spacing_mm is not None:
+        return compute_measurements(landmarks, spacing_mm, masks)
+    # No calibration: angles are still defined (square pixels assumed), lengths are not.
+    values = compute_measurements(landmarks, (1.0, 1.0), None)
+    return {k: (v if MEASUREMENT_UNITS[k] == "deg" else None) for k, v in values.items()}
+
+
+class HipAnalyzer:
+    """Segmentation + landmark models with their sessions, reused across calls."""
+
+    def __init__(self, segmentation: SegmentationModel | None = None, landmarks: LandmarkModel | None = None) -> None:
+        self.segmentation = segmentation or SegmentationModel()
+        self.landmarks = landmarks or LandmarkModel()
+
+    @property
+    def algorithms(self) -> tuple[AlgorithmInfo, ...]:
+        return tuple(AlgorithmInfo(m.manifest.name, m.manifest.version)
+                     for m in (self.segmentation, self.landmarks))
+
+    def __call__(self, radiograph: RadiographLike) -> ImageAnalysis:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal t0
+            now = time.perf_counter()
+            timings[stage] = round(1000 * (now - t0), 2)
+            t0 = now
+
+        spacing = radiograph.pixel_spacing_mm
+        result = ImageAnalysis(calibration=radiograph.calibration, pixel_spacing_mm=spacing)
+        reason = header_problem(Header.from_dataset(radiograph.dataset)) or pixel_problem(radiograph.pixels, spacing)
+        lap("checks")
+        if reason is not None:
+            result.not_analysable = reason
+            result.timings_ms = timings
+            return result
+        seg_model, lm_model = self.segmentation, self.landmarks
+        work, tf = seg_model.preprocess(radiograph.pixels, spacing)
+        if lm_model.manifest.work_size != seg_model.manifest.work_size:
+            lm_work, lm_tf = lm_model.preprocess(radiograph.pixels, spacing)
+        else:
+            lm_work, lm_tf = work, tf
+        lap("preprocess")
+        seg = seg_model.postprocess(seg_model.predict(work), tf)
+        lap("segment")
+        reason = content_problem(seg)
+        if reason is not None:
+            result.not_analysable = reason
+            result.timings_ms = timings
+            result.algorithms = self.algorithms
+            return result
+        lm = lm_model.postprocess(*lm_model.predict(lm_work), lm_tf)
+        lap("landmarks")
+        result.masks = seg.source_masks()
+        result.landmarks = decide_landmarks(lm, seg)
+        lap("postprocess")
+        result.measurements = measure(result.landmarks, spacing, result.masks)
+        lap("measure")
+        result.algorithms = self.algorithms
+        timings["total"] = round(sum(timings.values()), 2)
+        result.timings_ms = timings
+        return result
+
+
+_default: HipAnalyzer | None = None
+
+
+def analyze_radiograph(radiograph: RadiographLike) -> ImageAnalysis:
+    """Analyse one radiograph with the committed reference weights (sessions cached per process)."""
+    global _default
+    if _default is None:
+        _default = HipAnalyzer()
+    return _default(radiograph)

@@ -1,0 +1,69 @@
+"""The SGR landmark model: preprocess -> predict -> postprocess on the source grid.
+
+The network returns exactly one coordinate per landmark; whether the landmark
+is present is decided here from its disc probability peak and, by the
+analyzer, from the segmentation (implant points need an implant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.algorithms.vocabulary import LANDMARKS
+from models.inference.preprocess import GridTransform, to_work_grid
+from models.inference.runtime import WEIGHTS_ROOT, Manifest, ModelUnavailable, run_session
+
+PRESENCE_THRESHOLD = 0.5
+"""Disc probability peak above which a landmark counts as present."""
+
+
+@dataclass
+class LandmarkOutput:
+    """Per landmark: source-grid (x, y), working-grid (x, y) and disc peak probability."""
+
+    source_xy: dict[str, tuple[float, float]]
+    work_xy: dict[str, tuple[float, float]]
+    presence: dict[str, float]
+
+    def present(self, name: str, threshold: float = PRESENCE_THRESHOLD) -> bool:
+        return self.presence.get(name, 0.0) >= threshold
+
+
+class LandmarkModel:
+    """Segmentation-guided coordinate regression served by onnxruntime."""
+
+    def __init__(self, weights_dir: str | Path = WEIGHTS_ROOT / "landmarks") -> None:
+        self.weights_dir = Path(weights_dir)
+        self._manifest: Manifest | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            m = Manifest.read(self.weights_dir)
+            if m.task != "landmarks" or tuple(m.labels) != LANDMARKS:
+                raise ModelUnavailable(f"{self.weights_dir} is not a landmark model with the spec's landmarks")
+            self._manifest = m
+        return self._manifest
+
+    def preprocess(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> tuple[np.ndarray, GridTransform]:
+        return to_work_grid(pixels, spacing_mm, self.manifest.work_size)
+
+    def predict(self, work_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        discs, coords = run_session(self.manifest, work_image)
+        return discs, coords
+
+    def postprocess(self, discs: np.ndarray, coords: np.ndarray, tf: GridTransform) -> LandmarkOutput:
+        src = tf.to_source(coords)
+        labels = self.manifest.labels
+        return LandmarkOutput(
+            source_xy={n: (float(src[i, 0]), float(src[i, 1])) for i, n in enumerate(labels)},
+            work_xy={n: (float(coords[i, 0]), float(coords[i, 1])) for i, n in enumerate(labels)},
+            presence={n: float(discs[i].max()) for i, n in enumerate(labels)},
+        )
+
+    def __call__(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> LandmarkOutput:
+        work, tf = self.preprocess(pixels, spacing_mm)
+        return self.postprocess(*self.predict(work), tf)

@@ -1,0 +1,92 @@
+"""onnxruntime sessions: created lazily, cached per process, best provider first.
+
+Providers in order of preference: TensorRT, CUDA, CPU (whatever this
+onnxruntime build offers). One session per (model file, sha256) per process,
+so the node's worker and ``hipnode analyze`` pay the load cost once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
+
+_sessions: dict[tuple[str, str], Any] = {}
+_lock = threading.Lock()
+
+
+class ModelUnavailable(RuntimeError):
+    """The weights are missing or do not match their manifest; ``str()`` says which."""
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [p for p in PREFERRED_PROVIDERS if p in have] or ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parts of ``manifest.json`` inference needs (the full dict is kept in ``raw``)."""
+
+    directory: Path
+    name: str
+    version: str
+    task: str
+    file: str
+    sha256: str
+    work_size: int
+    labels: tuple[str, ...]
+    raw: dict[str, Any]
+
+    @classmethod
+    def read(cls, directory: str | Path) -> Manifest:
+        d = Path(directory)
+        path = d / "manifest.json"
+        if not path.is_file():
+            raise ModelUnavailable(f"no manifest.json in {d} (train with `hipnode train`, see docs/models.md)")
+        raw = json.loads(path.read_text())
+        try:
+            return cls(d, raw["name"], raw["version"], raw["task"], raw["file"], raw["sha256"],
+                       int(raw["work_size"]), tuple(raw["outputs"][0]["labels"]), raw)
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ModelUnavailable(f"{path} lacks a required field: {exc}") from exc
+
+
+def session_for(manifest: Manifest, providers: list[str] | None = None) -> Any:
+    """The cached ``InferenceSession`` of a model; checks the file's sha256 on first load."""
+    key = (str((manifest.directory / manifest.file).resolve()), manifest.sha256)
+    with _lock:
+        sess = _sessions.get(key)
+        if sess is not None:
+            return sess
+        import hashlib
+
+        import onnxruntime as ort
+
+        path = manifest.directory / manifest.file
+        if not path.is_file():
+            raise ModelUnavailable(f"model file {path} is missing")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != manifest.sha256:
+            raise ModelUnavailable(f"{path} sha256 {digest[:12]}... does not match its manifest")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers or available_providers())
+        _sessions[key] = sess
+        return sess
+
+
+def run_session(manifest: Manifest, image: np.ndarray) -> list[np.ndarray]:
+    """Run a model on one (S, S) working-grid image; returns its outputs without the batch axis."""
+    sess = session_for(manifest)
+    outputs = sess.run(None, {"image": np.ascontiguousarray(image[None, None], dtype=np.float32)})
+    return [np.asarray(o)[0] for o in outputs]

@@ -1,0 +1,102 @@
+"""ONNX export and the model manifest the inference classes and encoders read.
+
+``manifest.json``: name, version, task, inputs (name, shape, preprocessing),
+outputs with their label names, sha256 of the ONNX file, the training data and
+run summary, and licences (code, weights, and the anatomy the data came from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
+from models.training.networks import ExportLandmarks, ExportSegmentation, SGRLandmarkNet, UNet
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+OPSET = 17
+
+LICENCES = {
+    "code": "Apache-2.0 (HipNode)",
+    "weights": "Apache-2.0 (HipNode); research use only, not a medical device",
+    "training_anatomy": "MIT: pelvic label maps from yuta-hi/pelvic-annonation (TCIA Pelvic-Reference-Data), "
+    "see ../shared/data/pelvic-ref/LICENSE",
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_model(
+    model: torch.nn.Module,
+    task: str,
+    out_dir: str | Path,
+    size: int,
+    version: str,
+    training: dict[str, object],
+    extra: dict[str, object] | None = None,
+) -> Path:
+    """Write ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / MODEL_FILE
+    dummy = torch.zeros(1, 1, size, size)
+    model = model.eval().cpu()
+    if task == "segment":
+        if not isinstance(model, UNet):
+            raise TypeError("segment task needs a UNet")
+        wrapper: torch.nn.Module = ExportSegmentation(model)
+        output_names = ["probabilities"]
+        outputs = [{"name": "probabilities", "shape": ["N", len(SEGMENTS), size, size],
+                    "meaning": "sigmoid probability per segment", "labels": list(SEGMENTS)}]
+        name = "hipnode-segment"
+    elif task == "landmarks":
+        if not isinstance(model, SGRLandmarkNet):
+            raise TypeError("landmarks task needs an SGRLandmarkNet")
+        wrapper = ExportLandmarks(model)
+        output_names = ["disc_probabilities", "coordinates"]
+        outputs = [
+            {"name": "disc_probabilities", "shape": ["N", len(LANDMARKS), size, size],
+             "meaning": "probability of the disc around each landmark", "labels": list(LANDMARKS)},
+            {"name": "coordinates", "shape": ["N", len(LANDMARKS), 2],
+             "meaning": "regressed (x, y) working-grid pixels per landmark", "labels": list(LANDMARKS)},
+        ]
+        name = "hipnode-landmarks"
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (dummy,), str(onnx_path), input_names=["image"], output_names=output_names,
+            dynamic_axes={"image": {0: "N"}, **{n: {0: "N"} for n in output_names}},
+            opset_version=OPSET, dynamo=False,
+        )
+    manifest = {
+        "name": name,
+        "version": version,
+        "task": task,
+        "file": MODEL_FILE,
+        "sha256": sha256_file(onnx_path),
+        "inputs": [{
+            "name": "image", "shape": ["N", 1, size, size], "dtype": "float32",
+            "preprocessing": "models/inference/preprocess.py to_work_grid: isotropic resampling from the "
+            "calibration (longer side fitted to the grid), 5-95 percentile clipping then min-max to [0,1], "
+            "zero padding bottom/right; bright = dense (MONOCHROME1 inverted)",
+        }],
+        "outputs": outputs,
+        "work_size": size,
+        "training": training,
+        "licences": LICENCES,
+        **(extra or {}),
+    }
+    path = out / MANIFEST_FILE
+    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,75 @@
+"""``hipnode eval <what>``: evaluation commands that print numbers.
+
+Sub-commands (each one's logic lives in ``models/``; this file only parses):
+
+* ``analyze``: segmentation, landmarks and measurements on held-out anatomy
+  (``models/training/evaluate.py``).
+* ``align``: pre/post alignment (added by the alignment module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _configure_analyze(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (docs/training-data.md) with 'anatomy' per sample")
+    p.add_argument("--weights", type=Path, help="score these weights (segment/, landmarks/) instead of the rotation")
+    p.add_argument("--anatomy", action="append", help="with --weights: only these anatomies; "
+                   "without: only these held-out folds")
+    p.add_argument("--out", type=Path, help="write fold models and eval_analyze.json here")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--max-minutes", type=float, help="per model and fold")
+    p.add_argument("--threads", type=int)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.training.dataset import DatasetError
+    from models.training.evaluate import evaluate_weights, format_report, rotation, summarise
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.weights is not None:
+            summary = summarise(evaluate_weights(args.weights, args.data, set(args.anatomy) if args.anatomy else None))
+            print(format_report(summary, f"weights {args.weights} on {args.data}"))
+            if args.out is not None:
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "eval_analyze.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+            return 0
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        rotation(args.data, {"epochs": args.epochs, "batch_size": args.batch_size, "size": args.size,
+                             "seed": args.seed, "base_channels": args.base_channels,
+                             "max_minutes": args.max_minutes, "device": device}, args.out, args.anatomy)
+    except (DatasetError, ValueError) as exc:
+        log.error("cannot evaluate", extra={"reason": str(exc)})
+        return 2
+    return 0
+
+
+SUBCOMMANDS = {
+    "analyze": ("segmentation, landmarks and measurements on held-out anatomy", _configure_analyze, _run_analyze),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+    for name, (help_text, conf, runner) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        conf(p)
+        p.set_defaults(_eval_run=runner)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._eval_run(args) or 0)
