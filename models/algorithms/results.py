@@ -58,6 +58,27 @@ class ImageAnalysis:
             out["algorithms"] = [{"name": a.name, "version": a.version} for a in self.algorithms]
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, object], masks: dict[str, np.ndarray] | None = None) -> ImageAnalysis:
+        """Inverse of :meth:`to_json` (masks and probabilities travel separately)."""
+        landmarks = {k: (None if v is None else (float(v[0]), float(v[1])))  # type: ignore[index]
+                     for k, v in dict(data.get("landmarks") or {}).items()}
+        measurements = {k: (None if v is None else float(v))  # type: ignore[arg-type]
+                        for k, v in dict(data.get("measurements") or {}).items()}
+        spacing = data.get("pixel_spacing_mm")
+        algorithms = tuple(AlgorithmInfo(str(a["name"]), str(a["version"]))  # type: ignore[index]
+                           for a in list(data.get("algorithms") or []))  # type: ignore[call-overload]
+        return cls(
+            landmarks=landmarks,
+            measurements=measurements,
+            masks=dict(masks or {}),
+            calibration=None if data.get("calibration") is None else str(data["calibration"]),
+            pixel_spacing_mm=None if spacing is None else (float(spacing[0]), float(spacing[1])),  # type: ignore[index]
+            not_analysable=None if data.get("not_analysable") is None else str(data["not_analysable"]),
+            algorithms=algorithms,
+            timings_ms=dict(data.get("timings_ms") or {}),  # type: ignore[arg-type]
+        )
+
 
 @dataclass
 class PairAlignment:
