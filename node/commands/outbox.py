@@ -1,0 +1,112 @@
+"""``hipnode outbox list|retry``: look at the result deliveries and re-queue dead ones.
+
+``list`` prints one row per delivery (``--json`` for scripts); ``--state dead``
+is the dead-letter list. ``retry ID ...`` or ``retry --all-dead`` makes rows due
+now with a fresh attempt budget; a running node picks them up at its next poll.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sqlalchemy import Engine, inspect
+from sqlalchemy.engine import make_url
+
+from node.config import Settings, load_settings
+from node.sender.outbox import RetryError, list_deliveries, retry
+from storage.db import make_engine, make_session_factory
+from storage.models import Delivery, DeliveryState
+
+STATES = [s.value for s in DeliveryState]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML settings file (default: $HIPNODE_CONFIG)")
+    parser.add_argument("--storage", type=Path, help="storage directory (holds the default SQLite catalogue)")
+    sub = parser.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="list deliveries")
+    listing.add_argument("--state", action="append", choices=STATES, help="only rows in this state (repeatable)")
+    listing.add_argument("--json", action="store_true", help="one JSON array instead of a table")
+    again = sub.add_parser("retry", help="re-queue dead (or waiting) deliveries now")
+    again.add_argument("ids", nargs="*", type=int, metavar="ID", help="delivery ids from 'outbox list'")
+    again.add_argument("--all-dead", action="store_true", help="every dead delivery")
+
+
+def _open_catalogue(settings: Settings) -> Engine:
+    """Engine on an existing catalogue; never creates one (that is the node's job)."""
+    url = settings.effective_database_url
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+        raise LookupError(f"no catalogue at {parsed.database}; has the node run with this storage directory?")
+    engine = make_engine(url)
+    if not inspect(engine).has_table(Delivery.__tablename__):
+        engine.dispose()
+        raise LookupError(f"the catalogue at {parsed.render_as_string(hide_password=True)} has no delivery table")
+    return engine
+
+
+def _as_dict(row: Delivery) -> dict[str, object]:
+    def stamp(value: object) -> str | None:
+        return value.isoformat() if value is not None else None  # type: ignore[attr-defined]
+
+    return {
+        "id": row.id,
+        "state": row.state.value,
+        "destination": row.destination,
+        "sop_instance_uid": row.sop_instance_uid,
+        "path": row.path,
+        "attempts": row.attempts,
+        "last_status": row.last_status,
+        "last_error": row.last_error,
+        "next_attempt_at": stamp(row.next_attempt_at),
+        "created_at": stamp(row.created_at),
+        "delivered_at": stamp(row.delivered_at),
+    }
+
+
+def _print_table(rows: list[Delivery]) -> None:
+    header = f"{'ID':>6}  {'STATE':<8} {'TRIES':>5}  {'STATUS':<7} {'DESTINATION':<16} {'SOP INSTANCE UID':<64}  LAST ERROR"
+    print(header)
+    for r in rows:
+        status = f"0x{r.last_status:04X}" if r.last_status is not None else "-"
+        print(
+            f"{r.id:>6}  {r.state.value:<8} {r.attempts:>5}  {status:<7} {r.destination:<16} "
+            f"{r.sop_instance_uid:<64}  {(r.last_error or '').splitlines()[0] if r.last_error else ''}"
+        )
+    print(f"{len(rows)} deliveries")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config, storage_dir=args.storage)
+        engine = _open_catalogue(settings)
+    except (ValueError, LookupError) as exc:  # pydantic's ValidationError is a ValueError
+        print(f"hipnode outbox: {exc}", file=sys.stderr)
+        return 2
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            if args.outbox_command == "list":
+                rows = list_deliveries(session, [DeliveryState(s) for s in args.state or []])
+                if args.json:
+                    print(json.dumps([_as_dict(r) for r in rows], indent=1))
+                else:
+                    _print_table(rows)
+                return 0
+            if not args.ids and not args.all_dead:
+                print("hipnode outbox retry: give delivery IDs or --all-dead", file=sys.stderr)
+                return 2
+            try:
+                moved = retry(session, args.ids, all_dead=args.all_dead)
+            except RetryError as exc:
+                session.rollback()
+                print(f"hipnode outbox retry: {exc}", file=sys.stderr)
+                return 1
+            session.commit()
+            print(f"re-queued {len(moved)} deliveries: {' '.join(map(str, moved)) or '-'}")
+            return 0
+    finally:
+        engine.dispose()
