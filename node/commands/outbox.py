@@ -15,7 +15,8 @@ from pathlib import Path
 from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import make_url
 
-from node.config import Settings, load_settings
+from node.commands.config import add_config_argument, load_or_explain
+from node.config import Settings
 from node.sender.outbox import RetryError, list_deliveries, retry
 from storage.db import make_engine, make_session_factory
 from storage.models import Delivery, DeliveryState
@@ -24,7 +25,7 @@ STATES = [s.value for s in DeliveryState]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML settings file (default: $HIPNODE_CONFIG)")
+    add_config_argument(parser)
     parser.add_argument("--storage", type=Path, help="storage directory (holds the default SQLite catalogue)")
     sub = parser.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
     listing = sub.add_parser("list", help="list deliveries")
@@ -80,10 +81,12 @@ def _print_table(rows: list[Delivery]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = load_or_explain(args.config, storage_dir=args.storage)
+    if settings is None:
+        return 2
     try:
-        settings = load_settings(args.config, storage_dir=args.storage)
         engine = _open_catalogue(settings)
-    except (ValueError, LookupError) as exc:  # pydantic's ValidationError is a ValueError
+    except LookupError as exc:
         print(f"hipnode outbox: {exc}", file=sys.stderr)
         return 2
     sessions = make_session_factory(engine)

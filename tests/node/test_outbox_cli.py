@@ -106,3 +106,10 @@ def test_real_process(store) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 4
+
+
+def test_bad_configuration_names_the_field(store, capsys, tmp_path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[outbox]\nmax_attempts = 0\n")
+    code, _, err = outbox(store, capsys, "--config", str(config), "list")
+    assert code == 2 and "outbox.max_attempts" in err
