@@ -88,13 +88,14 @@ def estimate_homography(
 def align_pair(
     pre: np.ndarray, post: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, method: str, matcher: Matcher,
     settings: AlignSettings = AlignSettings(), metal_pre: np.ndarray | None = None,
-    metal_post: np.ndarray | None = None,
+    metal_post: np.ndarray | None = None, matches: Matches | None = None,
 ) -> PairAlignment:
     """Align PRE onto POST; never raises for bad images, returns ``failure`` instead.
 
     ``p_pre``/``p_post`` are pelvis probability maps on each image's grid (from
     the segmentation model, or any stand-in). ``metal_*`` default to an
-    intensity-based implant mask.
+    intensity-based implant mask. ``matches`` may be passed in when several
+    methods are compared on the same putative matches.
     """
     if method not in ALIGN_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ALIGN_METHODS)}")
@@ -106,10 +107,11 @@ def align_pair(
         if not pelvis_found(probability, settings):
             result.failure = f"no pelvis found in the {name} image"
             return result
-    start = time.perf_counter()
-    matches = matcher.match(pre, post)
+    if matches is None:
+        start = time.perf_counter()
+        matches = matcher.match(pre, post)
+        result.timings_ms["match"] = 1000 * (time.perf_counter() - start)
     result.timings_ms.update({f"match_{k}": v for k, v in matches.timings_ms.items()})
-    result.timings_ms["match"] = 1000 * (time.perf_counter() - start)
     result.matches = len(matches)
     if len(matches) < settings.min_matches:
         result.failure = f"too few matches ({len(matches)} < {settings.min_matches})"

@@ -1,0 +1,89 @@
+"""Alignment pipeline on pairs projected from a real pelvic label map, and its failure paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.align.evaluate import mean_radial_error, smoothed_probability
+from models.align.matching import SiftMatcher, get_matcher
+from models.align.pipeline import align_pair
+from tests.models.align_pairs import make_pair
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return make_pair(seed=1)
+
+
+@pytest.fixture(scope="module")
+def learned():
+    return get_matcher("disk_lightglue")
+
+
+@pytest.fixture(scope="module")
+def pair_matches(pair, learned):
+    return learned.match(pair.pre, pair.post)
+
+
+def _probabilities(p):
+    return smoothed_probability(p.pelvis_pre), smoothed_probability(p.pelvis_post)
+
+
+@pytest.mark.parametrize("method", ["plain", "filtered", "weighted", "ours"])
+def test_learned_matcher_aligns_pelvis(pair, learned, pair_matches, method: str) -> None:
+    p_pre, p_post = _probabilities(pair)
+    result = align_pair(pair.pre, pair.post, p_pre, p_post, method, learned, matches=pair_matches)
+    assert result.failure is None, result.failure
+    diagonal = float(np.hypot(*pair.post.shape))
+    assert mean_radial_error(result.homography, pair.points_pre, pair.points_post) / diagonal < 0.01
+    assert result.inliers >= 12 and result.matches >= result.inliers
+
+
+def test_weighting_beats_plain_when_femurs_move(learned) -> None:
+    """Over a few pairs with independent femur motion, pelvis weighting reduces the error."""
+    errors = {"plain": [], "weighted": []}
+    for seed in (2, 3, 4):
+        p = make_pair(seed=seed)
+        p_pre, p_post = _probabilities(p)
+        matches = learned.match(p.pre, p.post)
+        for method in errors:
+            result = align_pair(p.pre, p.post, p_pre, p_post, method, learned, matches=matches)
+            assert result.failure is None, result.failure
+            errors[method].append(mean_radial_error(result.homography, p.points_pre, p.points_post))
+    assert np.mean(errors["weighted"]) < np.mean(errors["plain"])
+
+
+def test_no_pelvis_found(pair) -> None:
+    zeros = np.zeros_like(pair.pre)
+    result = align_pair(pair.pre, pair.post, zeros, np.ones_like(pair.post), "weighted", SiftMatcher())
+    assert result.homography is None and result.failure == "no pelvis found in the pre-op image"
+
+
+def test_unrelated_images_give_too_few_inliers(pair) -> None:
+    rng = np.random.default_rng(0)
+    import cv2
+
+    noise = cv2.GaussianBlur(rng.normal(size=pair.post.shape).astype(np.float32), (0, 0), 2.0)
+    ones = np.ones_like(pair.post)
+    result = align_pair(pair.pre, noise, ones, ones, "plain", SiftMatcher())
+    assert result.homography is None
+    assert result.failure is not None and result.failure.startswith(("too few matches", "too few RANSAC inliers"))
+
+
+def test_degenerate_homography_is_refused(pair) -> None:
+    """A 2.2x zoom is a valid match geometrically but not a same-patient pelvis pair."""
+    import cv2
+
+    rows, cols = pair.pre.shape
+    zoom = np.array([[2.2, 0, -0.6 * cols], [0, 2.2, -0.6 * rows], [0, 0, 1.0]])
+    post = cv2.warpPerspective(pair.pre, zoom, (cols, rows))
+    ones = np.ones_like(pair.pre)
+    result = align_pair(pair.pre, post, ones, ones, "plain", SiftMatcher())
+    assert result.homography is None
+    assert result.failure is not None and "scale" in result.failure, result.failure
+
+
+def test_unknown_method_is_a_clear_error(pair) -> None:
+    with pytest.raises(ValueError, match="unknown method"):
+        align_pair(pair.pre, pair.post, pair.pre, pair.post, "affine", SiftMatcher())
