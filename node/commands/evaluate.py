@@ -58,8 +58,21 @@ def _run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_align(p: argparse.ArgumentParser) -> None:
+    from node.commands.align_eval import configure
+
+    configure(p)
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    from node.commands.align_eval import run
+
+    return run(args)
+
+
 SUBCOMMANDS = {
     "analyze": ("segmentation, landmarks and measurements on held-out anatomy", _configure_analyze, _run_analyze),
+    "align": ("pre/post alignment (matchers x methods) on synthetic pairs", _configure_align, _run_align),
 }
 
 
