@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from node.completion import CompletedStudy, CompletionService
 from node.config import Settings
 from storage.db import Base, make_engine, make_session_factory
 from storage.models import Instance, Job, Patient, Series, Study, StudyEvent, StudyState, utcnow
+from tests.conftest import wait_for
 
 STUDY = "1.2.826.0.1.3680043.8.498.1001"
 
@@ -58,15 +59,6 @@ def add_instance(sessions: sessionmaker, study_uid: str = STUDY, n: int = 1) -> 
             )
         study.last_received_at = utcnow()
         s.commit()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, msg: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting: {msg}")
 
 
 def study_row(sessions: sessionmaker, uid: str = STUDY) -> Study:

@@ -6,11 +6,8 @@ Real associations on free ports, a real SQLite catalogue, real DICOM files.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,24 +24,10 @@ from node.config import Settings
 from node.sender import OutboxSender, enqueue
 from storage.db import Base, make_engine, make_session_factory
 from storage.models import Delivery, DeliveryState
+from tests.conftest import free_port, require_tool, wait_for
 from tests.factories import DX_PRESENTATION_STORAGE, make_dx
 
 DEST_AET = "DESTSCP"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, msg: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting: {msg}")
 
 
 @pytest.fixture()
@@ -151,7 +134,6 @@ def scps() -> Iterator[list[FakeScp]]:
 
 # -- destination down, then up: DCMTK storescp ----------------------------------------------------
 
-@pytest.mark.skipif(shutil.which("storescp") is None, reason="DCMTK storescp is a required test peer")
 def test_destination_down_then_up_delivers_each_exactly_once(store, sessions, senders, tmp_path) -> None:
     port = free_port()
     files = write_results(store, 6, rle=2)
@@ -170,7 +152,7 @@ def test_destination_down_then_up_delivers_each_exactly_once(store, sessions, se
     received.mkdir()
     # +uf: a unique file name per received object, so a duplicate delivery would show as a 2nd file
     storescp = subprocess.Popen(
-        ["storescp", "+xa", "+uf", "-aet", DEST_AET, "-od", str(received), str(port)],
+        [require_tool("storescp"), "+xa", "+uf", "-aet", DEST_AET, "-od", str(received), str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
