@@ -97,7 +97,7 @@ def test_delivery_over_mutual_tls(tls_storescp, pki, tmp_path) -> None:
     port, received = tls_storescp
     store = tmp_path / "store"
     store.mkdir()
-    row = deliver_once(store, tls_settings(store, port, pki, "ca", max_attempts=50)  # storescp may still be starting, timeout=60)
+    row = deliver_once(store, tls_settings(store, port, pki, "ca", max_attempts=50), timeout=60)  # storescp may still be starting
     assert row.state == DeliveryState.DONE, row.last_error
     [got] = list(received.iterdir())
     assert dcmread(got).SOPInstanceUID == row.sop_instance_uid
