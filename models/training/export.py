@@ -73,6 +73,7 @@ def export_model(
         name = "hipnode-landmarks"
     else:
         raise ValueError(f"unknown task {task!r}")
+    wrapper.eval()  # export restores the wrapper's mode afterwards: it must be eval, or BN flips to training
     with torch.no_grad():
         torch.onnx.export(
             wrapper, (dummy,), str(onnx_path), input_names=["image"], output_names=output_names,
