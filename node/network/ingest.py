@@ -98,7 +98,7 @@ class Ingestor:
             if existing is not None:
                 return self._duplicate(facts, sha, existing, size)
             try:
-                self.filestore.reserve(size)
+                self._reserve(size)
             except OutOfSpace as exc:
                 return IngestOutcome(StoreStatus.OUT_OF_RESOURCES, str(exc), facts.sop_instance_uid)
             try:
@@ -142,6 +142,16 @@ class Ingestor:
                               extra={"study_instance_uid": facts.study_instance_uid})
         return IngestOutcome(StoreStatus.SUCCESS, "stored", facts.sop_instance_uid, facts.study_instance_uid,
                              size_bytes=size)
+
+    def _reserve(self, size: int) -> None:
+        """Reserve space under the cap; when refused, recount from the catalogue once
+        (an operator may have deleted objects since the node started)."""
+        try:
+            self.filestore.reserve(size)
+        except OutOfSpace:
+            with self.session_factory() as session:
+                self.filestore.set_used_bytes(catalogue.stored_bytes(session))
+            self.filestore.reserve(size)
 
     def _existing_sha(self, sop_instance_uid: str) -> str | None:
         with self.session_factory() as session:

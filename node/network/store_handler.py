@@ -23,7 +23,7 @@ _SOP_NAMES = {**IMAGE_SOP_CLASSES, **SR_SOP_CLASSES}
 @dataclass
 class _AssocStats:
     started: float = field(default_factory=time.monotonic)
-    outcome: str = "open"
+    outcome: str = "no_association"  # connection closed before any A-ASSOCIATE
     stored: int = 0
     failed: int = 0
     duplicates: int = 0
@@ -49,9 +49,9 @@ class AssociationLog:
             evt.EVT_ABORTED: "aborted",
         }
         stats = self.stats(event.assoc)
-        outcome = names.get(event.event, "open")
+        outcome = names.get(event.event, "no_association")
         # "established" never overwrites a final outcome already recorded.
-        if outcome != "established" or stats.outcome == "open":
+        if outcome != "established" or stats.outcome == "no_association":
             stats.outcome = outcome
 
     def on_close(self, event: evt.Event) -> None:
