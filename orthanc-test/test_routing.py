@@ -1,0 +1,135 @@
+"""storescu -> Orthanc -> auto-routing -> node (or stand-in) -> results back into the same studies."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from conftest import NODE_AET, RECEIVER, SyntheticPair, make_pair
+from harness import HarnessStack, StackOptions
+from harness.processes import ProcessExited, wait_for
+from harness.results import referenced_instances, referenced_series, send_stand_in_results, wait_for_results
+
+pytestmark = [pytest.mark.harness, pytest.mark.usefixtures("harness_installed")]
+STABLE_AGE_S = 2
+RESULT_TIMEOUT_S = 120 if RECEIVER == "node" else 30
+
+
+def _routed_jobs(stack: HarnessStack) -> list[dict]:
+    jobs = stack.orthanc.get_json("/jobs?expand")
+    return [j for j in jobs if j["Type"] == "DicomModalityStore"]
+
+
+def _routed_instance_count(stack: HarnessStack) -> int:
+    return sum(int(j["Content"].get("InstancesCount", 0)) for j in _routed_jobs(stack))
+
+
+def _deliver(stack: HarnessStack, pair: SyntheticPair) -> None:
+    """Send the chest image and the pair as a modality would, then let the node's results come back."""
+    stack.send_to_orthanc([pair.chest, pair.pre, pair.post], calling_aet="MODALITY")
+    if RECEIVER == "storescp":
+        files = wait_for(lambda: (f := stack.received_files()) and len(f) >= 2 and f,
+                         STABLE_AGE_S + 20, "the routed pair at the stand-in receiver")
+        send_stand_in_results(stack, files, NODE_AET)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["on-stored", "stable-study"])
+def test_pair_is_routed_and_results_return(mode: str, synthetic_pair: SyntheticPair, artifacts_dir: Path) -> None:
+    pair = synthetic_pair
+    with HarnessStack(StackOptions(routing_mode=mode, receiver=RECEIVER, node_aet=NODE_AET,  # type: ignore[arg-type]
+                                   stable_age_s=STABLE_AGE_S, artifacts_dir=artifacts_dir)) as stack:
+        sent_at = time.monotonic()
+        _deliver(stack, pair)
+
+        if RECEIVER == "storescp":
+            got = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in stack.received_files()}
+            assert got == {pair.sop_uids["pre"], pair.sop_uids["post"]}, "only the two hip images are routed"
+            if mode == "stable-study":
+                first = min(p.stat().st_mtime for p in stack.received_files())
+                assert first - (time.time() - (time.monotonic() - sent_at)) >= STABLE_AGE_S - 0.5, \
+                    "stable-study routing waits for the study to be quiet"
+
+        post = wait_for_results(stack, pair.post_study_uid, ("SEG", "SR", "OT"), RESULT_TIMEOUT_S)
+        pre = wait_for_results(stack, pair.pre_study_uid, ("SEG", "SR"), RESULT_TIMEOUT_S)
+
+        # Same studies, correct references.
+        for found in (pre, post):
+            for items in found.by_modality.values():
+                assert {d.StudyInstanceUID for d in items} == {found.study_uid}
+                assert {d.PatientID for d in items} == {"HARNESS-001"}
+        (seg,) = post.by_modality["SEG"]
+        assert referenced_series(seg) == {pair.post_series_uid}
+        assert pair.sop_uids["post"] in referenced_instances(seg)
+        (sr,) = post.by_modality["SR"]
+        assert pair.sop_uids["post"] in referenced_instances(sr)
+        (sc,) = post.by_modality["OT"]
+        assert sc.PhotometricInterpretation == "RGB"
+        assert {pair.sop_uids["pre"], pair.sop_uids["post"]} <= referenced_instances(sc)
+
+        # QIDO-RS shows the same series (what a viewer queries).
+        series = stack.orthanc.qido(f"/studies/{pair.post_study_uid}/series")
+        modalities = sorted(s["00080060"]["Value"][0] for s in series)
+        assert modalities == ["DX", "OT", "SEG", "SR"]
+        instances = stack.orthanc.qido(f"/studies/{pair.post_study_uid}/instances")
+        assert seg.SOPInstanceUID in {i["00080018"]["Value"][0] for i in instances}
+
+        # No loop: the results (and the studies becoming stable again) route nothing more.
+        time.sleep(STABLE_AGE_S + 2.5)
+        wait_for(lambda: all(j["State"] in ("Success", "Failure") for j in _routed_jobs(stack)), 20,
+                 "routing jobs to finish")
+        assert _routed_instance_count(stack) == 2, _routed_jobs(stack)
+        assert all(j["State"] == "Success" for j in _routed_jobs(stack))
+        if RECEIVER == "storescp":
+            assert len(stack.received_files()) == 2
+
+
+@pytest.mark.parametrize("mode", ["on-stored", "stable-study"])
+def test_hip_image_from_the_node_is_not_routed_back(mode: str, tmp_path: Path, artifacts_dir: Path) -> None:
+    """The loop guard is the calling AE: a hip DX arriving from the node's AE stays in Orthanc."""
+    from_node = make_pair(tmp_path / "node", patient_id="HARNESS-002")
+    from_modality = make_pair(tmp_path / "modality", patient_id="HARNESS-003")
+    with HarnessStack(StackOptions(routing_mode=mode, receiver="storescp", node_aet=NODE_AET,
+                                   stable_age_s=STABLE_AGE_S, artifacts_dir=artifacts_dir)) as stack:
+        stack.send_to_orthanc([from_node.post], calling_aet=NODE_AET)
+        stack.send_to_orthanc([from_modality.post], calling_aet="MODALITY")
+        wait_for(lambda: stack.received_files(), STABLE_AGE_S + 20, "the modality's image to be routed")
+        time.sleep(STABLE_AGE_S + 2)
+        got = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in stack.received_files()}
+        assert got == {from_modality.sop_uids["post"]}
+        assert _routed_instance_count(stack) == 1
+
+
+def test_teardown_stops_everything_when_the_test_fails(tmp_path: Path) -> None:
+    stack = HarnessStack(StackOptions(receiver="storescp"))
+    with pytest.raises(RuntimeError, match="boom"):
+        with stack:
+            pids = [int(line.split()[0]) for line in (stack.work_dir / "logs" / "pids.txt").read_text().splitlines()]
+            assert len(pids) == 3  # namespace holder, receiver, Orthanc
+            raise RuntimeError("boom")
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"process {pid} survived teardown"
+    assert not stack.work_dir.exists()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def test_routing_settings_reject_an_unknown_mode(tmp_path: Path, artifacts_dir: Path) -> None:
+    """A typo in the routing mode stops Orthanc's start with a clear message, not silent non-routing."""
+    with pytest.raises(ProcessExited, match="HipNodeRouting.Mode must be"):
+        with HarnessStack(StackOptions(routing_mode="on-every-instance", start_timeout_s=8,  # type: ignore[arg-type]
+                                       artifacts_dir=artifacts_dir)):
+            pass
+    assert "HipNodeRouting.Mode must be" in (artifacts_dir / "logs" / "orthanc.log").read_text()
+
+
+if os.environ.get("HIPNODE_HARNESS_RECEIVER") not in (None, "storescp", "node"):
+    raise RuntimeError("HIPNODE_HARNESS_RECEIVER must be 'storescp' or 'node'")
