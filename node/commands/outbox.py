@@ -26,13 +26,19 @@ STATES = [s.value for s in DeliveryState]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
-    parser.add_argument("--storage", type=Path, help="storage directory (holds the default SQLite catalogue)")
+    parser.add_argument(
+        "--storage", type=Path, help="storage directory (holds the default SQLite catalogue)"
+    )
     sub = parser.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
     listing = sub.add_parser("list", help="list deliveries")
-    listing.add_argument("--state", action="append", choices=STATES, help="only rows in this state (repeatable)")
+    listing.add_argument(
+        "--state", action="append", choices=STATES, help="only rows in this state (repeatable)"
+    )
     listing.add_argument("--json", action="store_true", help="one JSON array instead of a table")
     again = sub.add_parser("retry", help="re-queue dead (or waiting) deliveries now")
-    again.add_argument("ids", nargs="*", type=int, metavar="ID", help="delivery ids from 'outbox list'")
+    again.add_argument(
+        "ids", nargs="*", type=int, metavar="ID", help="delivery ids from 'outbox list'"
+    )
     again.add_argument("--all-dead", action="store_true", help="every dead delivery")
 
 
@@ -40,12 +46,20 @@ def _open_catalogue(settings: Settings) -> Engine:
     """Engine on an existing catalogue; never creates one (that is the node's job)."""
     url = settings.effective_database_url
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
-        raise LookupError(f"no catalogue at {parsed.database}; has the node run with this storage directory?")
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and not Path(parsed.database).is_file()
+    ):
+        raise LookupError(
+            f"no catalogue at {parsed.database}; has the node run with this storage directory?"
+        )
     engine = make_engine(url)
     if not inspect(engine).has_table(Delivery.__tablename__):
         engine.dispose()
-        raise LookupError(f"the catalogue at {parsed.render_as_string(hide_password=True)} has no delivery table")
+        raise LookupError(
+            f"the catalogue at {parsed.render_as_string(hide_password=True)} has no delivery table"
+        )
     return engine
 
 
@@ -69,13 +83,16 @@ def _as_dict(row: Delivery) -> dict[str, object]:
 
 
 def _print_table(rows: list[Delivery]) -> None:
-    header = f"{'ID':>6}  {'STATE':<8} {'TRIES':>5}  {'STATUS':<7} {'DESTINATION':<16} {'SOP INSTANCE UID':<64}  LAST ERROR"
-    print(header)
+    print(
+        f"{'ID':>6}  {'STATE':<8} {'TRIES':>5}  {'STATUS':<7} {'DESTINATION':<16} "
+        f"{'SOP INSTANCE UID':<64}  LAST ERROR"
+    )
     for r in rows:
         status = f"0x{r.last_status:04X}" if r.last_status is not None else "-"
+        error = r.last_error.splitlines()[0] if r.last_error else ""
         print(
             f"{r.id:>6}  {r.state.value:<8} {r.attempts:>5}  {status:<7} {r.destination:<16} "
-            f"{r.sop_instance_uid:<64}  {(r.last_error or '').splitlines()[0] if r.last_error else ''}"
+            f"{r.sop_instance_uid:<64}  {error}"
         )
     print(f"{len(rows)} deliveries")
 

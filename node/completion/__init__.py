@@ -3,4 +3,10 @@
 from node.completion.rules import ArrivalAction, CompletionPolicy, CompletionReason
 from node.completion.service import CompletedStudy, CompletionService
 
-__all__ = ["ArrivalAction", "CompletedStudy", "CompletionPolicy", "CompletionReason", "CompletionService"]
+__all__ = [
+    "ArrivalAction",
+    "CompletedStudy",
+    "CompletionPolicy",
+    "CompletionReason",
+    "CompletionService",
+]

@@ -56,7 +56,9 @@ def due_time(
     return now + dt.timedelta(seconds=policy.quiet_seconds), CompletionReason.QUIET
 
 
-def arrival_action(state: StudyState, completion_count: int, policy: CompletionPolicy) -> ArrivalAction:
+def arrival_action(
+    state: StudyState, completion_count: int, policy: CompletionPolicy
+) -> ArrivalAction:
     """Decide what an instance arriving for a study in ``state`` does.
 
     ``completion_count`` is 1 + the times the study was re-opened, so a complete

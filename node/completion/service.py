@@ -72,7 +72,9 @@ CompletionHook = Callable[[CompletedStudy], None]
 def policy_from_settings(settings: Settings) -> CompletionPolicy:
     """The pure rules' view of ``settings.completion``."""
     c = settings.completion
-    return CompletionPolicy(c.quiet_seconds, c.early_on_expected_views, c.early_delay_seconds, c.max_reopen)
+    return CompletionPolicy(
+        c.quiet_seconds, c.early_on_expected_views, c.early_delay_seconds, c.max_reopen
+    )
 
 
 class CompletionService:
@@ -109,7 +111,9 @@ class CompletionService:
         )
         self._scheduler.start()
         self._recover()
-        self._thread = threading.Thread(target=self._arrival_loop, name="completion-arrivals", daemon=True)
+        self._thread = threading.Thread(
+            target=self._arrival_loop, name="completion-arrivals", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -186,7 +190,9 @@ class CompletionService:
         for _ in range(3):  # a concurrent completion may change the state under us
             study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
             if study is None:
-                log.warning("instance stored for an unknown study", extra={"study_instance_uid": uid})
+                log.warning(
+                    "instance stored for an unknown study", extra={"study_instance_uid": uid}
+                )
                 return None
             action = arrival_action(study.state, study.completion_count, self._policy)
             if action == ArrivalAction.IGNORE:
@@ -194,7 +200,10 @@ class CompletionService:
                     StudyEvent(
                         study_pk=study.id,
                         kind="reopen_refused",
-                        detail={"completion_count": study.completion_count, "max_reopen": self._policy.max_reopen},
+                        detail={
+                            "completion_count": study.completion_count,
+                            "max_reopen": self._policy.max_reopen,
+                        },
                     )
                 )
                 log.warning(
@@ -218,12 +227,18 @@ class CompletionService:
                         StudyEvent(
                             study_pk=study.id,
                             kind="reopened",
-                            detail={"completion_count": study.completion_count, "due": due.isoformat()},
+                            detail={
+                                "completion_count": study.completion_count,
+                                "due": due.isoformat(),
+                            },
                         )
                     )
                     log.info(
                         "study re-opened by a late instance",
-                        extra={"study_instance_uid": uid, "completion_count": study.completion_count},
+                        extra={
+                            "study_instance_uid": uid,
+                            "completion_count": study.completion_count,
+                        },
                     )
                     return due, reason
             else:
@@ -307,9 +322,12 @@ class CompletionService:
                 return None
             study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
             assert study is not None  # the UPDATE just matched it
-            instance_count = session.scalar(
-                select(func.count(Instance.id)).join(Series).where(Series.study_pk == study.id)
-            ) or 0
+            instance_count = (
+                session.scalar(
+                    select(func.count(Instance.id)).join(Series).where(Series.study_pk == study.id)
+                )
+                or 0
+            )
             session.add(
                 StudyEvent(
                     study_pk=study.id,
@@ -333,7 +351,9 @@ class CompletionService:
                 },
             )
             session.commit()
-            return CompletedStudy(uid, study.id, study.completion_count, reason, instance_count, job.id)
+            return CompletedStudy(
+                uid, study.id, study.completion_count, reason, instance_count, job.id
+            )
 
     def _rearm_if_pushed(self, session: Session, uid: str, reason: CompletionReason) -> None:
         """Another arrival (maybe in another process) moved the deadline: follow it."""
@@ -353,13 +373,19 @@ class CompletionService:
             for study in session.scalars(select(Study).where(Study.complete_due_at.is_not(None))):
                 timers.append((study.study_instance_uid, as_utc(study.complete_due_at)))
             orphans = session.scalars(
-                select(Study).where(Study.complete_due_at.is_(None), Study.state != StudyState.COMPLETE)
+                select(Study).where(
+                    Study.complete_due_at.is_(None), Study.state != StudyState.COMPLETE
+                )
             ).all()
             for study in orphans:
                 due = as_utc(study.last_received_at) + quiet
                 session.execute(
                     update(Study)
-                    .where(Study.id == study.id, Study.complete_due_at.is_(None), Study.state != StudyState.COMPLETE)
+                    .where(
+                        Study.id == study.id,
+                        Study.complete_due_at.is_(None),
+                        Study.state != StudyState.COMPLETE,
+                    )
                     .values(complete_due_at=due)
                     .execution_options(synchronize_session=False)
                 )
@@ -371,11 +397,16 @@ class CompletionService:
                     Study.last_received_at > Study.completed_at,
                 )
             ):
-                late.append(_Arrival(study.study_instance_uid, False, as_utc(study.last_received_at)))
+                late.append(
+                    _Arrival(study.study_instance_uid, False, as_utc(study.last_received_at))
+                )
             session.commit()
         for uid, due in timers:
             self._schedule(uid, due, CompletionReason.RECOVERED)
         for arrival in late:
             self._arrivals.put(arrival)
         if timers or late:
-            log.info("re-armed pending study completions", extra={"pending": len(timers), "late": len(late)})
+            log.info(
+                "re-armed pending study completions",
+                extra={"pending": len(timers), "late": len(late)},
+            )

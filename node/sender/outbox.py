@@ -25,7 +25,9 @@ def enqueue(session: Session, sop_instance_uid: str, path: str, destination_name
     ``path`` is relative to the storage directory or absolute. The caller commits.
     """
     existing = session.scalar(
-        select(Delivery).where(Delivery.sop_instance_uid == sop_instance_uid, Delivery.destination == destination_name)
+        select(Delivery).where(
+            Delivery.sop_instance_uid == sop_instance_uid, Delivery.destination == destination_name
+        )
     )
     if existing is not None:
         return existing
@@ -42,7 +44,8 @@ def enqueue(session: Session, sop_instance_uid: str, path: str, destination_name
     except IntegrityError:
         found = session.scalar(
             select(Delivery).where(
-                Delivery.sop_instance_uid == sop_instance_uid, Delivery.destination == destination_name
+                Delivery.sop_instance_uid == sop_instance_uid,
+                Delivery.destination == destination_name,
             )
         )
         assert found is not None
@@ -62,7 +65,10 @@ class Claimed:
 
 
 def claim_due(
-    session_factory: sessionmaker, now: dt.datetime, skip_destinations: Collection[str] = (), limit: int = 64
+    session_factory: sessionmaker,
+    now: dt.datetime,
+    skip_destinations: Collection[str] = (),
+    limit: int = 64,
 ) -> list[Claimed]:
     """Move due pending rows to 'sending' (one conditional UPDATE each) and return them."""
     claimed: list[Claimed] = []
@@ -83,7 +89,11 @@ def claim_due(
                 .execution_options(synchronize_session=False)
             )
             if taken.rowcount == 1:
-                claimed.append(Claimed(row.id, row.sop_instance_uid, row.path, row.destination, row.attempts + 1))
+                claimed.append(
+                    Claimed(
+                        row.id, row.sop_instance_uid, row.path, row.destination, row.attempts + 1
+                    )
+                )
         session.commit()
     return claimed
 
@@ -126,7 +136,11 @@ def recover_sending(session_factory: sessionmaker) -> int:
         result = session.execute(
             update(Delivery)
             .where(Delivery.state == DeliveryState.SENDING)
-            .values(state=DeliveryState.PENDING, next_attempt_at=utcnow(), last_error="interrupted; recovered")
+            .values(
+                state=DeliveryState.PENDING,
+                next_attempt_at=utcnow(),
+                last_error="interrupted; recovered",
+            )
             .execution_options(synchronize_session=False)
         )
         session.commit()
@@ -156,16 +170,27 @@ def retry(session: Session, ids: Sequence[int] = (), all_dead: bool = False) -> 
         if row is None:
             raise RetryError(f"no delivery with id {delivery_id}")
         if row.state not in (DeliveryState.DEAD, DeliveryState.PENDING):
-            raise RetryError(f"delivery {delivery_id} is {row.state.value}; only dead or pending rows can be retried")
+            raise RetryError(
+                f"delivery {delivery_id} is {row.state.value}; "
+                "only dead or pending rows can be retried"
+            )
         targets.append(delivery_id)
     if all_dead:
-        targets += [i for i in session.scalars(select(Delivery.id).where(Delivery.state == DeliveryState.DEAD))
-                    if i not in targets]
+        targets += [
+            i
+            for i in session.scalars(
+                select(Delivery.id).where(Delivery.state == DeliveryState.DEAD)
+            )
+            if i not in targets
+        ]
     moved: list[int] = []
     for delivery_id in targets:
         result = session.execute(
             update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.state.in_([DeliveryState.DEAD, DeliveryState.PENDING]))
+            .where(
+                Delivery.id == delivery_id,
+                Delivery.state.in_([DeliveryState.DEAD, DeliveryState.PENDING]),
+            )
             .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
             .execution_options(synchronize_session=False)
         )

@@ -91,7 +91,9 @@ def _prepare(item: OutgoingFile) -> _Prepared | SendResult:
         sop_instance = meta.MediaStorageSOPInstanceUID
         transfer_syntax = meta.TransferSyntaxUID
     except (OSError, InvalidDicomError, AttributeError, ValueError) as exc:
-        return SendResult(item.delivery_id, failure=Failure.FILE_UNREADABLE, error=f"{item.path}: {exc}")
+        return SendResult(
+            item.delivery_id, failure=Failure.FILE_UNREADABLE, error=f"{item.path}: {exc}"
+        )
     if sop_instance != item.sop_instance_uid:
         error = f"{item.path} holds SOP instance {sop_instance}, not {item.sop_instance_uid}"
         return SendResult(item.delivery_id, failure=Failure.FILE_UNREADABLE, error=error)
@@ -143,21 +145,32 @@ def _send_one(assoc: Association, p: _Prepared) -> SendResult:
     try:
         dataset = dcmread(item.path)
     except (OSError, InvalidDicomError, ValueError) as exc:
-        return SendResult(item.delivery_id, failure=Failure.FILE_UNREADABLE, error=f"{item.path}: {exc}")
+        return SendResult(
+            item.delivery_id, failure=Failure.FILE_UNREADABLE, error=f"{item.path}: {exc}"
+        )
     try:
         response = assoc.send_c_store(dataset)
     except ValueError as exc:  # pynetdicom: no accepted context for this SOP class / syntax
-        return SendResult(item.delivery_id, failure=Failure.NO_CONTEXT, error=str(exc), duration_ms=ms())
+        return SendResult(
+            item.delivery_id, failure=Failure.NO_CONTEXT, error=str(exc), duration_ms=ms()
+        )
     except (AttributeError, RuntimeError) as exc:
-        return SendResult(item.delivery_id, failure=Failure.ASSOCIATION_ABORTED, error=str(exc), duration_ms=ms())
+        return SendResult(
+            item.delivery_id, failure=Failure.ASSOCIATION_ABORTED, error=str(exc), duration_ms=ms()
+        )
     if "Status" not in response:
         return SendResult(
-            item.delivery_id, failure=Failure.NO_RESPONSE, error="no valid C-STORE response", duration_ms=ms()
+            item.delivery_id,
+            failure=Failure.NO_RESPONSE,
+            error="no valid C-STORE response",
+            duration_ms=ms(),
         )
     return SendResult(item.delivery_id, status=int(response.Status), duration_ms=ms())
 
 
-def send_batch(settings: Settings, destination: Destination, items: list[OutgoingFile]) -> list[SendResult]:
+def send_batch(
+    settings: Settings, destination: Destination, items: list[OutgoingFile]
+) -> list[SendResult]:
     """C-STORE every file to ``destination`` over one association; one result per file."""
     results: list[SendResult] = []
     prepared: list[_Prepared] = []
@@ -168,14 +181,17 @@ def send_batch(settings: Settings, destination: Destination, items: list[Outgoin
         return results
     contexts = _contexts(prepared)
     if len(contexts) > MAX_CONTEXTS:
-        raise ValueError(f"batch needs {len(contexts)} presentation contexts, at most {MAX_CONTEXTS}")
+        raise ValueError(
+            f"batch needs {len(contexts)} presentation contexts, at most {MAX_CONTEXTS}"
+        )
     t0 = time.perf_counter()
     try:
         assoc = _associate(settings, destination, contexts)
     except (OSError, ssl.SSLError) as exc:
         error = f"{destination.host}:{destination.port}: {exc}"
         return results + [
-            SendResult(p.item.delivery_id, failure=Failure.CONNECTION_FAILED, error=error) for p in prepared
+            SendResult(p.item.delivery_id, failure=Failure.CONNECTION_FAILED, error=error)
+            for p in prepared
         ]
     if not assoc.is_established:
         if assoc.is_rejected:
@@ -183,15 +199,25 @@ def send_batch(settings: Settings, destination: Destination, items: list[Outgoin
         elif assoc.rejected_contexts and not assoc.accepted_contexts:
             failure, what = Failure.NO_CONTEXT, "accepted none of the presentation contexts"
         else:  # pynetdicom reports a refused TCP connection as an abort too
-            failure, what = Failure.CONNECTION_FAILED, "could not be reached or aborted the association"
+            failure, what = (
+                Failure.CONNECTION_FAILED,
+                "could not be reached or aborted the association",
+            )
         error = f"{destination.ae_title}@{destination.host}:{destination.port} {what}"
         ms = (time.perf_counter() - t0) * 1000.0
-        return results + [SendResult(p.item.delivery_id, failure=failure, error=error, duration_ms=ms) for p in prepared]
+        return results + [
+            SendResult(p.item.delivery_id, failure=failure, error=error, duration_ms=ms)
+            for p in prepared
+        ]
     try:
         for p in prepared:
             if not assoc.is_established:
                 results.append(
-                    SendResult(p.item.delivery_id, failure=Failure.ASSOCIATION_ABORTED, error="association ended early")
+                    SendResult(
+                        p.item.delivery_id,
+                        failure=Failure.ASSOCIATION_ABORTED,
+                        error="association ended early",
+                    )
                 )
                 continue
             results.append(_send_one(assoc, p))

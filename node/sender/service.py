@@ -27,7 +27,11 @@ from storage.models import DeliveryState, utcnow
 
 log = logging.getLogger(__name__)
 
-_STATE_OF = {Outcome.DONE: DeliveryState.DONE, Outcome.RETRY: DeliveryState.PENDING, Outcome.DEAD: DeliveryState.DEAD}
+_STATE_OF = {
+    Outcome.DONE: DeliveryState.DONE,
+    Outcome.RETRY: DeliveryState.PENDING,
+    Outcome.DEAD: DeliveryState.DEAD,
+}
 
 
 class OutboxSender:
@@ -47,7 +51,9 @@ class OutboxSender:
             return
         recovered = recover_sending(self._session_factory)
         if recovered:
-            log.warning("deliveries interrupted mid-send put back to pending", extra={"count": recovered})
+            log.warning(
+                "deliveries interrupted mid-send put back to pending", extra={"count": recovered}
+            )
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="outbox-sender", daemon=True)
         self._thread.start()
@@ -88,11 +94,17 @@ class OutboxSender:
             if destination is None:
                 error = f"destination {name!r} is not configured (settings.destinations)"
                 for row in rows:
-                    self._record(row, SendResult(row.id, failure=Failure.UNKNOWN_DESTINATION, error=error), name)
+                    self._record(
+                        row,
+                        SendResult(row.id, failure=Failure.UNKNOWN_DESTINATION, error=error),
+                        name,
+                    )
                 continue
             for start in range(0, len(rows), MAX_BATCH):
                 chunk = rows[start : start + MAX_BATCH]
-                items = [OutgoingFile(r.id, r.sop_instance_uid, self._resolve(r.path)) for r in chunk]
+                items = [
+                    OutgoingFile(r.id, r.sop_instance_uid, self._resolve(r.path)) for r in chunk
+                ]
                 results = {r.delivery_id: r for r in send_batch(self._settings, destination, items)}
                 for row in chunk:
                     self._record(row, results[row.id], name)
@@ -111,7 +123,10 @@ class OutboxSender:
         error = None if outcome == Outcome.DONE else result.describe
         if outcome == Outcome.RETRY:
             delay = backoff_seconds(
-                row.attempts, outbox.initial_backoff_seconds, outbox.max_backoff_seconds, outbox.jitter_fraction
+                row.attempts,
+                outbox.initial_backoff_seconds,
+                outbox.max_backoff_seconds,
+                outbox.jitter_fraction,
             )
             next_at = utcnow() + dt.timedelta(seconds=delay)
         elif outcome == Outcome.DEAD and result.outcome == Outcome.RETRY:

@@ -86,7 +86,9 @@ def services() -> Iterator[list[CompletionService]]:
         service.stop()
 
 
-def started(services: list[CompletionService], s: Settings, sessions: sessionmaker) -> CompletionService:
+def started(
+    services: list[CompletionService], s: Settings, sessions: sessionmaker
+) -> CompletionService:
     service = CompletionService(s, sessions)
     service.start()
     services.append(service)
@@ -106,7 +108,9 @@ def test_quiet_timer_completes_study_and_writes_job(tmp_path, sessions, services
     wait_for(lambda: study_row(sessions).state == StudyState.COMPLETE, msg="quiet completion")
     study = study_row(sessions)
     completed_at = study.completed_at.replace(tzinfo=dt.UTC)
-    assert completed_at - t0 >= dt.timedelta(seconds=0.55), "completed before the quiet period ended"
+    assert completed_at - t0 >= dt.timedelta(seconds=0.55), (
+        "completed before the quiet period ended"
+    )
     assert study.completion_count == 1 and study.complete_due_at is None
     [job] = jobs(sessions)
     assert job.kind == "analyze_study" and job.study_pk == study.id
@@ -131,10 +135,14 @@ def test_new_instances_keep_pushing_the_quiet_deadline(tmp_path, sessions, servi
 
 
 def test_expected_view_completes_early(tmp_path, sessions, services) -> None:
-    service = started(services, settings(tmp_path, quiet_seconds=60, early_delay_seconds=0.2), sessions)
+    service = started(
+        services, settings(tmp_path, quiet_seconds=60, early_delay_seconds=0.2), sessions
+    )
     add_instance(sessions)
     service.on_instance_stored(STUDY, expected_view=True)
-    wait_for(lambda: study_row(sessions).state == StudyState.COMPLETE, timeout=10, msg="early completion")
+    wait_for(
+        lambda: study_row(sessions).state == StudyState.COMPLETE, timeout=10, msg="early completion"
+    )
     [event] = events(sessions)
     assert event.detail["reason"] == "expected_view"
 
@@ -160,7 +168,10 @@ def test_late_instance_reopens_and_retriggers(tmp_path, sessions, services) -> N
     assert study_row(sessions).state == StudyState.REOPENED
     wait_for(lambda: study_row(sessions).completion_count == 2, msg="second completion")
     assert study_row(sessions).state == StudyState.COMPLETE
-    assert [j.key for j in jobs(sessions)] == [f"analyze_study:{STUDY}:1", f"analyze_study:{STUDY}:2"]
+    assert [j.key for j in jobs(sessions)] == [
+        f"analyze_study:{STUDY}:1",
+        f"analyze_study:{STUDY}:2",
+    ]
     assert [e.kind for e in events(sessions)] == ["completed", "reopened", "completed"]
     assert events(sessions)[-1].detail["instance_count"] == 2
 
@@ -195,7 +206,9 @@ def test_restart_during_pending_completion_still_completes(tmp_path, sessions) -
     second = CompletionService(s, sessions)
     second.start()
     try:
-        wait_for(lambda: study_row(sessions).state == StudyState.COMPLETE, msg="recovered completion")
+        wait_for(
+            lambda: study_row(sessions).state == StudyState.COMPLETE, msg="recovered completion"
+        )
     finally:
         second.stop()
     [event] = events(sessions)
@@ -210,10 +223,16 @@ def test_restart_completes_overdue_study_at_once(tmp_path, sessions, services) -
         study.complete_due_at = utcnow() - dt.timedelta(hours=1)
         s.commit()
     started(services, settings(tmp_path, quiet_seconds=600), sessions)
-    wait_for(lambda: study_row(sessions).state == StudyState.COMPLETE, timeout=10, msg="overdue completion")
+    wait_for(
+        lambda: study_row(sessions).state == StudyState.COMPLETE,
+        timeout=10,
+        msg="overdue completion",
+    )
 
 
-def test_arrival_lost_before_deadline_was_written_is_recovered(tmp_path, sessions, services) -> None:
+def test_arrival_lost_before_deadline_was_written_is_recovered(
+    tmp_path, sessions, services
+) -> None:
     add_instance(sessions)  # committed by the SCP, then the node died before the service saw it
     assert study_row(sessions).complete_due_at is None
     started(services, settings(tmp_path, quiet_seconds=0.3), sessions)
@@ -237,13 +256,18 @@ def test_unknown_study_is_ignored_without_killing_the_service(tmp_path, sessions
     service.on_instance_stored("9.9.9", expected_view=True)
     add_instance(sessions)
     service.on_instance_stored(STUDY, expected_view=False)
-    wait_for(lambda: study_row(sessions).state == StudyState.COMPLETE, msg="completion after a bad arrival")
+    wait_for(
+        lambda: study_row(sessions).state == StudyState.COMPLETE,
+        msg="completion after a bad arrival",
+    )
 
 
 def test_on_instance_stored_does_not_block(tmp_path, sessions, services) -> None:
     service = started(services, settings(tmp_path, quiet_seconds=0.3), sessions)
     add_instance(sessions)
-    with sessions() as s:  # hold SQLite's write lock: persisting arrivals must wait, callers must not
+    with (
+        sessions() as s
+    ):  # hold SQLite's write lock: persisting arrivals must wait, callers must not
         s.execute(Study.__table__.update().values(study_description="locked"))
         calls = threading.Thread(
             target=lambda: [service.on_instance_stored(STUDY, False) for _ in range(500)]
@@ -253,5 +277,7 @@ def test_on_instance_stored_does_not_block(tmp_path, sessions, services) -> None
         calls.join(timeout=5)
         assert not calls.is_alive() and time.monotonic() - t0 < 5
         s.commit()
-    wait_for(lambda: study_row(sessions).state == StudyState.COMPLETE, msg="completion after the lock")
+    wait_for(
+        lambda: study_row(sessions).state == StudyState.COMPLETE, msg="completion after the lock"
+    )
     assert len(jobs(sessions)) == 1

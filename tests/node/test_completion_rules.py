@@ -18,7 +18,9 @@ from node.completion.rules import (
 from storage.models import StudyState
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-POLICY = CompletionPolicy(quiet_seconds=10, early_on_expected_views=True, early_delay_seconds=1, max_reopen=2)
+POLICY = CompletionPolicy(
+    quiet_seconds=10, early_on_expected_views=True, early_delay_seconds=1, max_reopen=2
+)
 
 
 def test_quiet_deadline_without_expected_view() -> None:
@@ -26,7 +28,10 @@ def test_quiet_deadline_without_expected_view() -> None:
 
 
 def test_expected_view_uses_grace_period() -> None:
-    assert due_time(NOW, True, POLICY) == (NOW + dt.timedelta(seconds=1), CompletionReason.EXPECTED_VIEW)
+    assert due_time(NOW, True, POLICY) == (
+        NOW + dt.timedelta(seconds=1),
+        CompletionReason.EXPECTED_VIEW,
+    )
 
 
 def test_expected_view_disabled_falls_back_to_quiet() -> None:
@@ -35,7 +40,9 @@ def test_expected_view_disabled_falls_back_to_quiet() -> None:
 
 
 def test_grace_period_never_exceeds_quiet_period() -> None:
-    odd = CompletionPolicy(quiet_seconds=2, early_on_expected_views=True, early_delay_seconds=30, max_reopen=0)
+    odd = CompletionPolicy(
+        quiet_seconds=2, early_on_expected_views=True, early_delay_seconds=30, max_reopen=0
+    )
     assert due_time(NOW, True, odd)[0] == NOW + dt.timedelta(seconds=2)
 
 
@@ -54,7 +61,10 @@ def test_arrival_action_table(state: StudyState, count: int, expected: ArrivalAc
 
 
 def test_max_reopen_zero_never_reopens() -> None:
-    assert arrival_action(StudyState.COMPLETE, 1, CompletionPolicy(10, True, 1, 0)) == ArrivalAction.IGNORE
+    assert (
+        arrival_action(StudyState.COMPLETE, 1, CompletionPolicy(10, True, 1, 0))
+        == ArrivalAction.IGNORE
+    )
 
 
 def test_job_key_is_unique_per_completion() -> None:

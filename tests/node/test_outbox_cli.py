@@ -20,11 +20,22 @@ def store(tmp_path: Path) -> Path:
     engine = make_engine(f"sqlite:///{tmp_path / 'hipnode.sqlite3'}")
     Base.metadata.create_all(engine)
     with make_session_factory(engine)() as s:
-        for i, state in enumerate([DeliveryState.DONE, DeliveryState.DEAD, DeliveryState.PENDING, DeliveryState.DEAD]):
-            s.add(Delivery(sop_instance_uid=f"1.2.3.{i}", path=f"r/{i}.dcm", destination="pacs", state=state,
-                           attempts=3, last_status=0xA900 if state == DeliveryState.DEAD else None,
-                           last_error="0xA900 Error: data set does not match SOP class"
-                           if state == DeliveryState.DEAD else None))
+        for i, state in enumerate(
+            [DeliveryState.DONE, DeliveryState.DEAD, DeliveryState.PENDING, DeliveryState.DEAD]
+        ):
+            s.add(
+                Delivery(
+                    sop_instance_uid=f"1.2.3.{i}",
+                    path=f"r/{i}.dcm",
+                    destination="pacs",
+                    state=state,
+                    attempts=3,
+                    last_status=0xA900 if state == DeliveryState.DEAD else None,
+                    last_error="0xA900 Error: data set does not match SOP class"
+                    if state == DeliveryState.DEAD
+                    else None,
+                )
+            )
         s.commit()
     engine.dispose()
     return tmp_path
@@ -69,7 +80,12 @@ def test_list_several_states(store, capsys) -> None:
 def test_retry_one_by_id(store, capsys) -> None:
     code, out, _ = outbox(store, capsys, "retry", "2")
     assert code == 0 and "re-queued 1" in out
-    assert states(store) == {"1.2.3.0": "done", "1.2.3.1": "pending", "1.2.3.2": "pending", "1.2.3.3": "dead"}
+    assert states(store) == {
+        "1.2.3.0": "done",
+        "1.2.3.1": "pending",
+        "1.2.3.2": "pending",
+        "1.2.3.3": "dead",
+    }
 
 
 def test_retry_all_dead(store, capsys) -> None:
@@ -78,7 +94,9 @@ def test_retry_all_dead(store, capsys) -> None:
     assert sorted(states(store).values()) == ["done", "pending", "pending", "pending"]
     engine = make_engine(f"sqlite:///{store / 'hipnode.sqlite3'}")
     with make_session_factory(engine)() as s:
-        requeued = s.scalars(select(Delivery).where(Delivery.sop_instance_uid.in_(["1.2.3.1", "1.2.3.3"])))
+        requeued = s.scalars(
+            select(Delivery).where(Delivery.sop_instance_uid.in_(["1.2.3.1", "1.2.3.3"]))
+        )
         assert [d.attempts for d in requeued] == [0, 0]  # a fresh attempt budget
     engine.dispose()
 
@@ -102,8 +120,12 @@ def test_missing_catalogue_is_a_clear_error(tmp_path, capsys) -> None:
 
 
 def test_real_process(store) -> None:
-    done = subprocess.run([sys.executable, "-m", "node", "outbox", "--storage", str(store), "list", "--json"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "node", "outbox", "--storage", str(store), "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 4
 

@@ -46,18 +46,28 @@ def sessions(store: Path) -> Iterator[sessionmaker]:
 
 
 def node_settings(store: Path, port: int, **outbox: object) -> Settings:
-    policy = {"initial_backoff_seconds": 0.2, "max_backoff_seconds": 0.5, "max_attempts": 100,
-              "poll_seconds": 0.1, **outbox}
+    policy = {
+        "initial_backoff_seconds": 0.2,
+        "max_backoff_seconds": 0.5,
+        "max_attempts": 100,
+        "poll_seconds": 0.1,
+        **outbox,
+    }
     return Settings(
         storage_dir=store,
         destinations=[{"name": "pacs", "ae_title": DEST_AET, "host": "127.0.0.1", "port": port}],
         outbox=policy,
-        timeouts={"connection_seconds": 3, "acse_seconds": 5, "dimse_seconds": 10, "network_seconds": 10},
+        timeouts={
+            "connection_seconds": 3,
+            "acse_seconds": 5,
+            "dimse_seconds": 10,
+            "network_seconds": 10,
+        },
     )
 
 
 def write_results(store: Path, n: int, rle: int = 0) -> list[tuple[str, str]]:
-    """``n`` small DX files under ``store/results`` (the last ``rle`` RLE-compressed); (uid, relative path)."""
+    """``n`` small DX files in ``store/results``, the last ``rle`` RLE: (uid, relative path)."""
     out = []
     (store / "results").mkdir(exist_ok=True)
     for i in range(n):
@@ -70,7 +80,9 @@ def write_results(store: Path, n: int, rle: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def queue_all(sessions: sessionmaker, files: list[tuple[str, str]], destination: str = "pacs") -> None:
+def queue_all(
+    sessions: sessionmaker, files: list[tuple[str, str]], destination: str = "pacs"
+) -> None:
     with sessions() as s:
         for uid, rel in files:
             enqueue(s, uid, rel, destination)
@@ -90,7 +102,9 @@ def senders() -> Iterator[list[OutboxSender]]:
         sender.stop(timeout=30)
 
 
-def start_sender(senders: list[OutboxSender], settings: Settings, sessions: sessionmaker) -> OutboxSender:
+def start_sender(
+    senders: list[OutboxSender], settings: Settings, sessions: sessionmaker
+) -> OutboxSender:
     sender = OutboxSender(settings, sessions)
     sender.start()
     senders.append(sender)
@@ -100,18 +114,24 @@ def start_sender(senders: list[OutboxSender], settings: Settings, sessions: sess
 class FakeScp:
     """A pynetdicom Storage SCP answering with scripted statuses; records what it got."""
 
-    def __init__(self, statuses: Callable[[int], int] = lambda n: 0x0000,
-                 syntaxes: list[str] | None = None, sop_classes: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        statuses: Callable[[int], int] = lambda n: 0x0000,
+        syntaxes: list[str] | None = None,
+        sop_classes: list[str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.received: list[str] = []
         self.datasets: list = []
         self._statuses = statuses
         ae = AE(ae_title=DEST_AET)
         for sop_class in sop_classes or [DX_PRESENTATION_STORAGE]:
-            ae.add_supported_context(sop_class, syntaxes or [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                                                            RLELossless])
-        self._server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            ae.add_supported_context(
+                sop_class, syntaxes or [ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless]
+            )
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+        )
 
     def _on_store(self, event: evt.Event) -> int:
         ds = event.dataset
@@ -134,7 +154,10 @@ def scps() -> Iterator[list[FakeScp]]:
 
 # -- destination down, then up: DCMTK storescp ----------------------------------------------------
 
-def test_destination_down_then_up_delivers_each_exactly_once(store, sessions, senders, tmp_path) -> None:
+
+def test_destination_down_then_up_delivers_each_exactly_once(
+    store, sessions, senders, tmp_path
+) -> None:
     port = free_port()
     files = write_results(store, 6, rle=2)
     queue_all(sessions, files[:3])
@@ -153,35 +176,51 @@ def test_destination_down_then_up_delivers_each_exactly_once(store, sessions, se
     # +uf: a unique file name per received object, so a duplicate delivery would show as a 2nd file
     storescp = subprocess.Popen(
         [require_tool("storescp"), "+xa", "+uf", "-aet", DEST_AET, "-od", str(received), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
-        wait_for(lambda: all(r.state == DeliveryState.DONE for r in rows(sessions)), timeout=60,
-                 msg="all delivered after the destination came up")
+        wait_for(
+            lambda: all(r.state == DeliveryState.DONE for r in rows(sessions)),
+            timeout=60,
+            msg="all delivered after the destination came up",
+        )
         time.sleep(1.0)  # anything duplicated would arrive now
     finally:
         storescp.terminate()
         storescp.wait(timeout=10)
     got = Counter(str(dcmread(p).SOPInstanceUID) for p in received.iterdir() if p.is_file())
-    assert got == Counter(uid for uid, _ in files), "each SOP instance exactly once at the destination"
+    assert got == Counter(uid for uid, _ in files), (
+        "each SOP instance exactly once at the destination"
+    )
     for r in rows(sessions):
         assert r.last_status == 0x0000 and r.delivered_at is not None and r.last_error is None
     originals = {uid: dcmread(store / rel) for uid, rel in files}
     for p in received.iterdir():
         ds = dcmread(p)
-        assert ds.file_meta.TransferSyntaxUID == originals[ds.SOPInstanceUID].file_meta.TransferSyntaxUID
+        assert (
+            ds.file_meta.TransferSyntaxUID
+            == originals[ds.SOPInstanceUID].file_meta.TransferSyntaxUID
+        )
         assert ds.PixelData == originals[ds.SOPInstanceUID].PixelData
 
 
-# -- permanent refusals -------------------------------------------------------------------------------
+# -- permanent refusals ---------------------------------------------------------------------------
+
 
 def run_cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "node", "outbox", "--storage", str(store), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "node", "outbox", "--storage", str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("status", [0xA900, 0xC000])
-def test_permanent_refusal_dead_letters_and_cli_requeues(status, store, sessions, senders, scps) -> None:
+def test_permanent_refusal_dead_letters_and_cli_requeues(
+    status, store, sessions, senders, scps
+) -> None:
     scp = FakeScp(statuses=lambda n: status)
     scps.append(scp)
     [(uid, rel)] = write_results(store, 1)
@@ -198,7 +237,11 @@ def test_permanent_refusal_dead_letters_and_cli_requeues(status, store, sessions
     listing = run_cli(store, "list", "--state", "dead", "--json")
     assert listing.returncode == 0, listing.stderr
     [shown] = json.loads(listing.stdout)
-    assert shown["sop_instance_uid"] == uid and shown["state"] == "dead" and shown["last_status"] == status
+    assert (
+        shown["sop_instance_uid"] == uid
+        and shown["state"] == "dead"
+        and shown["last_status"] == status
+    )
     again = run_cli(store, "retry", str(row.id))
     assert again.returncode == 0, again.stderr
     assert "re-queued 1" in again.stdout
@@ -234,7 +277,9 @@ def test_warning_statuses_count_as_delivered(store, sessions, senders, scps) -> 
     scps.append(scp)
     queue_all(sessions, write_results(store, 3))
     start_sender(senders, node_settings(store, scp.port), sessions)
-    wait_for(lambda: all(r.state == DeliveryState.DONE for r in rows(sessions)), msg="done with warnings")
+    wait_for(
+        lambda: all(r.state == DeliveryState.DONE for r in rows(sessions)), msg="done with warnings"
+    )
     assert sorted(r.last_status for r in rows(sessions)) == warnings
     assert len(scp.received) == 3
 
@@ -258,8 +303,10 @@ def test_bad_rows_are_dead_with_a_clear_error(store, sessions, senders, scps) ->
         enqueue(s, uid, rel, "pacs")
         s.commit()
     start_sender(senders, node_settings(store, scp.port), sessions)
-    wait_for(lambda: all(r.state in (DeliveryState.DEAD, DeliveryState.DONE) for r in rows(sessions)),
-             msg="every row settled")
+    wait_for(
+        lambda: all(r.state in (DeliveryState.DEAD, DeliveryState.DONE) for r in rows(sessions)),
+        msg="every row settled",
+    )
     missing, wrong, nowhere, good = rows(sessions)
     assert missing.state == DeliveryState.DEAD and "missing.dcm" in missing.last_error
     assert wrong.state == DeliveryState.DEAD and "holds SOP instance" in wrong.last_error
@@ -304,16 +351,22 @@ def test_disabled_destination_is_left_waiting(store, sessions, senders, scps) ->
     assert row.state == DeliveryState.PENDING and row.attempts == 0 and scp.received == []
 
 
-# -- restart ------------------------------------------------------------------------------------------
+# -- restart --------------------------------------------------------------------------------------
+
 
 def test_pending_and_interrupted_rows_are_delivered_after_restart(store, sessions, scps) -> None:
     files = write_results(store, 4)
     queue_all(sessions, files)
     down_port = free_port()
-    first = OutboxSender(node_settings(store, down_port, initial_backoff_seconds=60, max_backoff_seconds=60), sessions)
+    first = OutboxSender(
+        node_settings(store, down_port, initial_backoff_seconds=60, max_backoff_seconds=60),
+        sessions,
+    )
     first.start()
-    wait_for(lambda: all(r.attempts == 1 and r.state == DeliveryState.PENDING for r in rows(sessions)),
-             msg="one failed attempt each")
+    wait_for(
+        lambda: all(r.attempts == 1 and r.state == DeliveryState.PENDING for r in rows(sessions)),
+        msg="one failed attempt each",
+    )
     first.stop(timeout=30)
     with sessions() as s:  # as if the process died in the middle of sending two of them
         ids = [r.id for r in rows(sessions)[:2]]
@@ -323,13 +376,21 @@ def test_pending_and_interrupted_rows_are_delivered_after_restart(store, session
     scp = FakeScp()
     scps.append(scp)
     second = OutboxSender(node_settings(store, scp.port), sessions)
-    with sessions() as s:  # rows waiting out their backoff become due on an operator retry or in time;
-        s.execute(update(Delivery).where(Delivery.state == DeliveryState.PENDING)
-                  .values(next_attempt_at=rows(sessions)[0].created_at))
+    with (
+        sessions() as s
+    ):  # rows waiting out their backoff become due on an operator retry or in time;
+        s.execute(
+            update(Delivery)
+            .where(Delivery.state == DeliveryState.PENDING)
+            .values(next_attempt_at=rows(sessions)[0].created_at)
+        )
         s.commit()
     second.start()
     try:
-        wait_for(lambda: all(r.state == DeliveryState.DONE for r in rows(sessions)), msg="delivered after restart")
+        wait_for(
+            lambda: all(r.state == DeliveryState.DONE for r in rows(sessions)),
+            msg="delivered after restart",
+        )
     finally:
         second.stop(timeout=30)
     assert Counter(scp.received) == Counter(uid for uid, _ in files)

@@ -18,20 +18,62 @@ from tests.factories import write_dx
 
 
 def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run([require_tool("openssl"), *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [require_tool("openssl"), *args], cwd=cwd, check=True, capture_output=True, timeout=60
+    )
 
 
 def issue(pki: Path, name: str, ca: str) -> None:
     """A key and a certificate for ``name`` signed by the CA ``ca``."""
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={name}", cwd=pki)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "2", "-sha256", cwd=pki)
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN={name}",
+        cwd=pki,
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.crt",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        "2",
+        "-sha256",
+        cwd=pki,
+    )
 
 
 def make_ca(pki: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt",
-            "-days", "2", "-subj", f"/CN={name}", cwd=pki)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        cwd=pki,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +102,11 @@ def deliver_once(store: Path, settings: Settings, timeout: float) -> Delivery:
             return s.scalars(select(Delivery)).one()
 
     try:
-        wait_for(lambda: row().state in (DeliveryState.DONE, DeliveryState.DEAD), timeout=timeout, msg="settled")
+        wait_for(
+            lambda: row().state in (DeliveryState.DONE, DeliveryState.DEAD),
+            timeout=timeout,
+            msg="settled",
+        )
         return row()
     finally:
         sender.stop(timeout=30)
@@ -70,10 +116,20 @@ def deliver_once(store: Path, settings: Settings, timeout: float) -> Delivery:
 def tls_settings(store: Path, port: int, pki: Path, ca: str, max_attempts: int) -> Settings:
     return Settings(
         storage_dir=store,
-        tls={"cert_file": pki / "node.crt", "key_file": pki / "node.key", "ca_file": pki / f"{ca}.crt"},
-        destinations=[{"name": "pacs", "ae_title": "TLSSCP", "host": "127.0.0.1", "port": port, "tls": True}],
-        outbox={"initial_backoff_seconds": 0.1, "max_backoff_seconds": 0.2, "max_attempts": max_attempts,
-                "poll_seconds": 0.1},
+        tls={
+            "cert_file": pki / "node.crt",
+            "key_file": pki / "node.key",
+            "ca_file": pki / f"{ca}.crt",
+        },
+        destinations=[
+            {"name": "pacs", "ae_title": "TLSSCP", "host": "127.0.0.1", "port": port, "tls": True}
+        ],
+        outbox={
+            "initial_backoff_seconds": 0.1,
+            "max_backoff_seconds": 0.2,
+            "max_attempts": max_attempts,
+            "poll_seconds": 0.1,
+        },
         timeouts={"connection_seconds": 3, "acse_seconds": 5},
     )
 
@@ -84,9 +140,22 @@ def tls_storescp(pki: Path, tmp_path: Path):
     received = tmp_path / "received"
     received.mkdir()
     proc = subprocess.Popen(
-        [require_tool("storescp"), "+tls", str(pki / "pacs.key"), str(pki / "pacs.crt"), "+cf", str(pki / "ca.crt"),
-         "-rc", "-aet", "TLSSCP", "-od", str(received), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            require_tool("storescp"),
+            "+tls",
+            str(pki / "pacs.key"),
+            str(pki / "pacs.crt"),
+            "+cf",
+            str(pki / "ca.crt"),
+            "-rc",
+            "-aet",
+            "TLSSCP",
+            "-od",
+            str(received),
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     yield port, received
     proc.terminate()
@@ -97,7 +166,9 @@ def test_delivery_over_mutual_tls(tls_storescp, pki, tmp_path) -> None:
     port, received = tls_storescp
     store = tmp_path / "store"
     store.mkdir()
-    row = deliver_once(store, tls_settings(store, port, pki, "ca", max_attempts=50), timeout=60)  # storescp may still be starting
+    row = deliver_once(
+        store, tls_settings(store, port, pki, "ca", max_attempts=50), timeout=60
+    )  # storescp may still be starting
     assert row.state == DeliveryState.DONE, row.last_error
     [got] = list(received.iterdir())
     assert dcmread(got).SOPInstanceUID == row.sop_instance_uid
@@ -107,6 +178,8 @@ def test_untrusted_peer_certificate_is_never_sent_to(tls_storescp, pki, tmp_path
     port, received = tls_storescp
     store = tmp_path / "store"
     store.mkdir()
-    row = deliver_once(store, tls_settings(store, port, pki, "other-ca", max_attempts=3), timeout=60)
+    row = deliver_once(
+        store, tls_settings(store, port, pki, "other-ca", max_attempts=3), timeout=60
+    )
     assert row.state == DeliveryState.DEAD and "attempts exhausted" in row.last_error
     assert list(received.iterdir()) == []
