@@ -19,38 +19,57 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.models import Delivery, DeliveryState, utcnow
 
 
+def _insert_ignoring_duplicate(session: Session, values: dict[str, object]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING where the dialect has it, else a savepoint."""
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        statement = insert(Delivery).values(**values)
+        session.execute(
+            statement.on_conflict_do_nothing(index_elements=["sop_instance_uid", "destination"])
+        )
+        return
+    try:
+        with session.begin_nested():
+            session.add(Delivery(**values))
+    except IntegrityError:
+        pass  # inserted by someone else meanwhile: theirs is the row
+
+
 def enqueue(session: Session, sop_instance_uid: str, path: str, destination_name: str) -> Delivery:
     """Queue one object for one destination; an existing (UID, destination) row is returned as is.
 
     ``path`` is relative to the storage directory or absolute. The caller commits.
+    Safe against another process queueing the same pair at the same moment.
     """
-    existing = session.scalar(
-        select(Delivery).where(
-            Delivery.sop_instance_uid == sop_instance_uid, Delivery.destination == destination_name
-        )
-    )
-    if existing is not None:
-        return existing
-    delivery = Delivery(
-        sop_instance_uid=sop_instance_uid,
-        path=str(path),
-        destination=destination_name,
-        state=DeliveryState.PENDING,
-        next_attempt_at=utcnow(),
-    )
-    try:
-        with session.begin_nested():  # another process may insert the same pair meanwhile
-            session.add(delivery)
-    except IntegrityError:
-        found = session.scalar(
+
+    def find() -> Delivery | None:
+        return session.scalar(
             select(Delivery).where(
                 Delivery.sop_instance_uid == sop_instance_uid,
                 Delivery.destination == destination_name,
             )
         )
-        assert found is not None
-        return found
-    return delivery
+
+    existing = find()
+    if existing is not None:
+        return existing
+    _insert_ignoring_duplicate(
+        session,
+        {
+            "sop_instance_uid": sop_instance_uid,
+            "path": str(path),
+            "destination": destination_name,
+            "state": DeliveryState.PENDING,
+            "next_attempt_at": utcnow(),
+        },
+    )
+    found = find()
+    assert found is not None  # inserted now, or by a concurrent transaction that committed
+    return found
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,14 +170,30 @@ def _send_one(assoc: Association, p: _Prepared) -> SendResult:
 
 
 def send_batch(
-    settings: Settings, destination: Destination, items: list[OutgoingFile]
+    settings: Settings,
+    destination: Destination,
+    items: list[OutgoingFile],
+    on_result: Callable[[SendResult], None] | None = None,
 ) -> list[SendResult]:
-    """C-STORE every file to ``destination`` over one association; one result per file."""
+    """C-STORE every file to ``destination`` over one association; one result per file.
+
+    ``on_result`` sees each result as soon as it is known, so the caller can
+    record it before the next object goes (fewer re-sends after a crash).
+    """
     results: list[SendResult] = []
+
+    def emit(result: SendResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
     prepared: list[_Prepared] = []
     for item in items:
         p = _prepare(item)
-        (results if isinstance(p, SendResult) else prepared).append(p)  # type: ignore[arg-type]
+        if isinstance(p, SendResult):
+            emit(p)
+        else:
+            prepared.append(p)
     if not prepared:
         return results
     contexts = _contexts(prepared)
@@ -189,10 +206,9 @@ def send_batch(
         assoc = _associate(settings, destination, contexts)
     except (OSError, ssl.SSLError) as exc:
         error = f"{destination.host}:{destination.port}: {exc}"
-        return results + [
-            SendResult(p.item.delivery_id, failure=Failure.CONNECTION_FAILED, error=error)
-            for p in prepared
-        ]
+        for p in prepared:
+            emit(SendResult(p.item.delivery_id, failure=Failure.CONNECTION_FAILED, error=error))
+        return results
     if not assoc.is_established:
         if assoc.is_rejected:
             failure, what = Failure.ASSOCIATION_REJECTED, "rejected the association"
@@ -205,14 +221,13 @@ def send_batch(
             )
         error = f"{destination.ae_title}@{destination.host}:{destination.port} {what}"
         ms = (time.perf_counter() - t0) * 1000.0
-        return results + [
-            SendResult(p.item.delivery_id, failure=failure, error=error, duration_ms=ms)
-            for p in prepared
-        ]
+        for p in prepared:
+            emit(SendResult(p.item.delivery_id, failure=failure, error=error, duration_ms=ms))
+        return results
     try:
         for p in prepared:
             if not assoc.is_established:
-                results.append(
+                emit(
                     SendResult(
                         p.item.delivery_id,
                         failure=Failure.ASSOCIATION_ABORTED,
@@ -220,7 +235,7 @@ def send_batch(
                     )
                 )
                 continue
-            results.append(_send_one(assoc, p))
+            emit(_send_one(assoc, p))
     finally:
         if assoc.is_established:
             assoc.release()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
@@ -105,14 +106,21 @@ class OutboxSender:
                 items = [
                     OutgoingFile(r.id, r.sop_instance_uid, self._resolve(r.path)) for r in chunk
                 ]
-                results = {r.delivery_id: r for r in send_batch(self._settings, destination, items)}
-                for row in chunk:
-                    self._record(row, results[row.id], name)
+                by_id = {r.id: r for r in chunk}
+                send_batch(
+                    self._settings,
+                    destination,
+                    items,
+                    on_result=partial(self._record_from, by_id, name),
+                )
         return len(claimed)
 
     def _resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else self._settings.storage_dir / p
+
+    def _record_from(self, rows: dict[int, Claimed], destination: str, result: SendResult) -> None:
+        self._record(rows[result.delivery_id], result, destination)
 
     def _record(self, row: Claimed, result: SendResult, destination: str) -> None:
         outbox = self._settings.outbox

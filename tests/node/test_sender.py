@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -395,3 +396,35 @@ def test_pending_and_interrupted_rows_are_delivered_after_restart(store, session
         second.stop(timeout=30)
     assert Counter(scp.received) == Counter(uid for uid, _ in files)
     assert all(r.attempts == 2 for r in rows(sessions))
+
+
+def test_concurrent_enqueue_of_one_pair_makes_one_row(store, sessions) -> None:
+    [(uid, rel)] = write_results(store, 1)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            with sessions() as s:
+                enqueue(s, uid, rel, "pacs")
+                s.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    [row] = rows(sessions)
+    assert row.state == DeliveryState.PENDING and row.attempts == 0 and row.created_at is not None
+
+
+def test_enqueue_does_not_commit_for_the_caller(store, sessions) -> None:
+    [(uid, rel)] = write_results(store, 1)
+    with sessions() as s:
+        enqueue(s, uid, rel, "pacs")
+        s.rollback()
+    assert rows(sessions) == []
