@@ -188,6 +188,9 @@ def make_colour_sc(source: Dataset, other: Dataset) -> hd.sc.SCImage:
         series_number=903, instance_number=1, manufacturer="HipNode harness",
         patient_orientation=tuple(source.PatientOrientation), laterality="R",
         series_description="AI colour difference map (harness)")
+    # highdicom does not copy it; without it Orthanc's QIDO answers the study with no description.
+    if "StudyDescription" in source:
+        sc.StudyDescription = source.StudyDescription
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.ConversionType = "WSD"
     sc.SourceImageSequence = [_ref(source), _ref(other)]

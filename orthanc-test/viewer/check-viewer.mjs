@@ -1,7 +1,7 @@
 // Drive OHIF in Debian's headless Chromium (playwright-core) and report what a reader would see.
 //
 // Usage: node check-viewer.mjs '<json>' with
-//   {baseUrl, studyUid, studyText, imageSeries, segSeries, scSeries, srSeries, outDir, timeoutMs}
+//   {baseUrl, studyUid, studyTexts, imageSeries, segSeries, scSeries, srSeries, outDir, timeoutMs}
 // (series are SeriesNumber values: OHIF's study browser tags thumbnails with data-series).
 // Prints one JSON object on stdout: pixel statistics of the viewport after each step, whether the
 // study list showed the study and the SR was listed, console errors, screenshot paths.
@@ -60,7 +60,7 @@ async function viewportShot(page, name) {
   const png = await page.screenshot({ clip: box });
   const file = path.join(args.outDir, `${name}.png`);
   fs.writeFileSync(file, png);
-  result.screenshots.push(file);
+  if (!result.screenshots.includes(file)) result.screenshots.push(file);
   return pixelStats(page, png);
 }
 
@@ -93,11 +93,13 @@ try {
   page.on('console', (msg) => { if (msg.type() === 'error') result.consoleErrors.push(msg.text()); });
   page.on('pageerror', (err) => result.consoleErrors.push(String(err)));
 
-  // 1. Study list: the study's row appears.
+  // 1. Study list: a row for each expected study (by its description text).
   await page.goto(args.baseUrl + '/', { timeout });
-  const row = page.getByText(args.studyText).first();
-  await row.waitFor({ state: 'visible', timeout });
-  result.steps.studyList = { found: true, rows: await page.locator('[data-cy="study-list-results"] tr, [data-cy="study-list-results"] [role="row"]').count() };
+  result.steps.studyList = { found: [] };
+  for (const text of args.studyTexts) {
+    await page.getByText(text, { exact: true }).first().waitFor({ state: 'visible', timeout });
+    result.steps.studyList.found.push(text);
+  }
   await pageShot(page, 'study-list');
 
   // 2. The study in the viewer: the radiograph renders (non-black viewport).
