@@ -210,3 +210,12 @@ def make_alignment() -> PairAlignment:
     return PairAlignment(
         homography=h, method="weighted", matcher="orb", matches=400, inliers=312, algorithms=(ALIGN_ALGO,)
     )
+
+
+def make_cdm() -> np.ndarray:
+    """A colour gradient standing in for a colour difference map (uint8 RGB)."""
+    rgb = np.zeros((ROWS, COLUMNS, 3), np.uint8)
+    rgb[..., 0] = (np.arange(COLUMNS) * 255 // COLUMNS)[None, :]
+    rgb[..., 1] = 40
+    rgb[..., 2] = (np.arange(ROWS) * 255 // ROWS)[:, None]
+    return rgb

@@ -1,0 +1,124 @@
+"""All results of a pre/post pair together: validators per object and per study, idempotency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from models.algorithms.results import PairAlignment
+from node.results import encode_image_results, encode_pair_results, result_kind
+from tests.node.results_sources import make_alignment, make_analysis, make_cdm, make_dx
+from tests.node.results_validate import dcentvfy, dciodvfy, require_tools
+
+DELTAS = {
+    "delta_leg_length_discrepancy": 0.75,
+    "delta_femoral_offset_left": 2.5,
+    "delta_hip_centre_height_left": -1.0,
+    "delta_hip_centre_lateral_left": 1.25,
+}
+
+
+def _encode_all(pre_uid: str | None = None, post_uid: str | None = None):
+    pre = make_dx(study_date="20240105", seed=1, sop_uid=pre_uid)  # ISO_IR 192
+    post = make_dx(charset="ISO_IR 100", with_pixel_spacing=True, study_date="20240610", seed=2, sop_uid=post_uid)
+    pre_a, post_a = make_analysis(), make_analysis(post_op=True, shift=1.0)
+    pre_results = encode_image_results(pre, pre_a)
+    post_results = encode_image_results(post, post_a)
+    pair_results = encode_pair_results(pre, post, pre_a, post_a, make_alignment(), make_cdm(), DELTAS)
+    return pre, post, pre_results, post_results, pair_results
+
+
+@pytest.fixture(scope="module")
+def study_files(tmp_path_factory: pytest.TempPathFactory):
+    pre, post, pre_results, post_results, pair_results = _encode_all()
+    root = tmp_path_factory.mktemp("studies")
+    files: dict[str, list[Path]] = {"pre": [], "post": []}
+    for label, source, results in (("pre", pre, pre_results), ("post", post, post_results + pair_results)):
+        source_path = root / f"{label}_source.dcm"
+        source.save_as(source_path, enforce_file_format=True)
+        files[label].append(source_path)
+        for ds in results:
+            path = root / f"{label}_{result_kind(ds)}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            files[label].append(path)
+    return pre, post, files
+
+
+def test_kinds_and_series(study_files) -> None:
+    pre, post, files = study_files
+    kinds = sorted(p.stem.split("_", 1)[1] for p in files["post"][1:])
+    assert kinds == ["cdm_sc", "overlay_sc", "seg", "sr", "sr_pair"]
+    series = {}
+    for path in files["pre"][1:] + files["post"][1:]:
+        ds = pydicom.dcmread(path)
+        assert ds.SeriesDescription.startswith("HipNode AI")
+        series.setdefault(ds.SeriesInstanceUID, set()).add((int(ds.SeriesNumber), ds.SeriesDescription))
+        expected_study = pre.StudyInstanceUID if path in files["pre"] else post.StudyInstanceUID
+        assert ds.StudyInstanceUID == expected_study
+        assert ds.SeriesInstanceUID not in (pre.SeriesInstanceUID, post.SeriesInstanceUID)
+    assert all(len(v) == 1 for v in series.values())  # one number/description per series
+    assert len(series) == 7  # 2 studies x (SEG, SR) + pair SR, map, overlay
+
+
+def test_every_object_passes_dciodvfy(study_files) -> None:
+    require_tools()
+    _, _, files = study_files
+    for path in files["pre"] + files["post"]:
+        verdict = dciodvfy(path)
+        assert verdict.errors == [], f"{path.name}:\n{verdict.output}"
+
+
+def test_each_study_is_consistent(study_files) -> None:
+    require_tools()
+    _, _, files = study_files
+    for label in ("pre", "post"):
+        verdict = dcentvfy(files[label])
+        assert verdict.errors == [], f"{label}:\n{verdict.output}"
+
+
+def test_character_set_carried_through_bytes(study_files) -> None:
+    _, _, files = study_files
+    for label, charset, raw in (("pre", "ISO_IR 192", b"M\xc3\xbcller"), ("post", "ISO_IR 100", b"M\xfcller")):
+        for path in files[label]:
+            data = path.read_bytes()
+            ds = pydicom.dcmread(path)
+            assert ds.SpecificCharacterSet == charset, path.name
+            assert raw in data, path.name
+            assert str(ds.PatientName) == "Müller^Jürgen"
+
+
+def test_re_encoding_is_idempotent() -> None:
+    def uids(pre_uid: str, post_uid: str) -> list[str]:
+        return [ds.SOPInstanceUID for group in _encode_all(pre_uid, post_uid)[2:] for ds in group]
+
+    first = uids("1.2.3.4.1", "1.2.3.5.1")
+    assert len(set(first)) == len(first) == 7
+    assert uids("1.2.3.4.1", "1.2.3.5.1") == first  # same inputs and models: same objects
+    assert set(uids("1.2.3.4.2", "1.2.3.5.1")).isdisjoint(first[:2])  # another pre image: new pre results
+
+
+def test_pair_without_alignment_has_no_map(study_files, tmp_path: Path) -> None:
+    pre, post, _ = study_files
+    failed = PairAlignment(homography=None, method="weighted", matcher="orb", failure="too few inliers")
+    results = encode_pair_results(pre, post, make_analysis(), make_analysis(post_op=True), failed, None, {})
+    assert [result_kind(ds) for ds in results] == ["sr_pair", "overlay_sc"]
+    path = tmp_path / "sr.dcm"
+    results[0].save_as(path, enforce_file_format=True)
+    require_tools()
+    assert dciodvfy(path).errors == []
+
+
+def test_not_analysable_is_refused() -> None:
+    analysis = make_analysis()
+    analysis.not_analysable = "lateral view"
+    with pytest.raises(ValueError, match="lateral view"):
+        encode_image_results(make_dx(), analysis)
+
+
+def test_source_without_character_set() -> None:
+    source = make_dx(patient_name="Doe^Jane")
+    del source.SpecificCharacterSet
+    for ds in encode_image_results(source, make_analysis()):
+        assert "SpecificCharacterSet" not in ds
