@@ -10,6 +10,7 @@ catalogue.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from node.config import Destination, Settings, TlsSettings
@@ -116,6 +117,17 @@ def _contexts(prepared: list[_Prepared]) -> list[tuple[UID, list[UID]]]:
     return contexts
 
 
+def _no_delay(event: evt.Event) -> None:
+    """Disable Nagle: a C-STORE is a write-write-read exchange that otherwise stalls
+    on delayed ACKs (measured 90 -> 49 ms per small object against storescp)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            log.debug("could not set TCP_NODELAY", exc_info=True)
+
+
 def _associate(settings: Settings, destination: Destination, contexts: list[tuple[UID, list[UID]]]):
     ae = AE(ae_title=settings.ae_title)
     timeouts = settings.timeouts
@@ -133,6 +145,7 @@ def _associate(settings: Settings, destination: Destination, contexts: list[tupl
         ae_title=destination.ae_title,
         tls_args=tls_args,
         max_pdu=settings.maximum_pdu_size,
+        evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
     )
 
 
