@@ -7,9 +7,11 @@ coordinates (x, y), origin at the centre of the top-left pixel.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from models.algorithms import geometry as geo
 
 Point = tuple[float, float]
 Landmarks = Mapping[str, Point | None]
@@ -24,83 +26,84 @@ def _pt(v: np.ndarray) -> Point:
     return (float(v[0]), float(v[1]))
 
 
-def foot_of_perpendicular(p: np.ndarray, a: np.ndarray, direction: np.ndarray) -> np.ndarray:
+def _foot(p: np.ndarray, a: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Projection of ``p`` onto the line through ``a`` along ``direction``."""
     d = direction / np.linalg.norm(direction)
     return a + d * float(np.dot(p - a, d))
 
 
 def reference_line(lm: Landmarks) -> tuple[np.ndarray, np.ndarray] | None:
-    """The pelvic reference line: both ischial tuberosities (right, left)."""
+    """The pelvic reference line in pixels: both ischial tuberosities (right, left)."""
     r, l_ = _p(lm, "ischial_tuberosity_right"), _p(lm, "ischial_tuberosity_left")
     if r is None or l_ is None or np.allclose(r, l_):
         return None
     return r, l_
 
 
-def cranial_unit(lm: Landmarks) -> np.ndarray | None:
-    """Unit vector perpendicular to the reference line, pointing cranially (up the image)."""
-    line = reference_line(lm)
-    if line is None:
-        return None
-    d = line[1] - line[0]
-    n = np.array([d[1], -d[0]]) / np.linalg.norm(d)
-    return n if n[1] < 0 else -n  # image y grows caudally on an AP view
-
-
 def shaft_axis(lm: Landmarks, side: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The femoral shaft axis of ``side``: (proximal, distal) shaft points."""
+    """The femoral shaft axis of ``side`` in pixels: (proximal, distal) shaft points."""
     a, b = _p(lm, f"femoral_shaft_proximal_{side}"), _p(lm, f"femoral_shaft_distal_{side}")
     if a is None or b is None or np.allclose(a, b):
         return None
     return a, b
 
 
-def measurement_polyline(name: str, lm: Landmarks) -> list[Point] | None:
-    """The line(s) a measurement is read on, or None when its landmarks are missing.
+def measurement_polyline(
+    name: str, lm: Landmarks, spacing_mm: Sequence[float] | None = None
+) -> list[Point] | None:
+    """The line(s) a measurement is read on, in pixels, or None when its landmarks are missing.
 
     Lengths give two points (from the landmark to the foot of the
     perpendicular); angles give three (arm, vertex, arm); the leg length
     discrepancy gives both lesser trochanters with their feet on the
-    reference line (four points).
+    reference line (four points). Perpendiculars are taken in millimetres
+    (``spacing_mm`` = (row, col), the spec's frame via
+    :func:`models.algorithms.geometry.pelvic_frame`), so they are right
+    angles on the patient even with anisotropic pixels.
     """
+    spacing = (1.0, 1.0) if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
+
+    def mm(key: str) -> np.ndarray | None:
+        p = _p(lm, key)
+        return None if p is None else geo.to_mm(p, spacing)
+
+    def px(v: np.ndarray) -> Point:
+        return (float(v[0]) / spacing[1], float(v[1]) / spacing[0])
+
     side = name.rsplit("_", 1)[-1] if name.endswith(("_right", "_left")) else None
-    head = _p(lm, f"femoral_head_centre_{side}") if side else None
+    frame = None
+    line = reference_line(lm)
+    if line is not None:
+        frame = geo.pelvic_frame(line[0], line[1], spacing)
+    head = mm(f"femoral_head_centre_{side}") if side else None
     if name == "leg_length_discrepancy":
-        line, up = reference_line(lm), cranial_unit(lm)
-        r, l_ = _p(lm, "lesser_trochanter_right"), _p(lm, "lesser_trochanter_left")
-        if line is None or up is None or r is None or l_ is None:
+        r, l_ = mm("lesser_trochanter_right"), mm("lesser_trochanter_left")
+        if frame is None or r is None or l_ is None:
             return None
-        d = line[1] - line[0]
-        return [
-            _pt(foot_of_perpendicular(r, line[0], d)),
-            _pt(r),
-            _pt(l_),
-            _pt(foot_of_perpendicular(l_, line[0], d)),
-        ]
-    if side is None:
+        origin, horizontal, _ = frame
+        return [px(_foot(r, origin, horizontal)), px(r), px(l_), px(_foot(l_, origin, horizontal))]
+    if side is None or (head is None and not name.startswith("cup_inclination_")):
         return None
     if name.startswith("femoral_offset_"):
-        axis = shaft_axis(lm, side)
-        if head is None or axis is None:
+        a, b = mm(f"femoral_shaft_proximal_{side}"), mm(f"femoral_shaft_distal_{side}")
+        if a is None or b is None or np.allclose(a, b):
             return None
-        return [_pt(head), _pt(foot_of_perpendicular(head, axis[0], axis[1] - axis[0]))]
+        return [px(head), px(_foot(head, a, b - a))]
     if name.startswith("hip_centre_height_"):
-        line = reference_line(lm)
-        if head is None or line is None:
+        if frame is None:
             return None
-        return [_pt(head), _pt(foot_of_perpendicular(head, line[0], line[1] - line[0]))]
+        return [px(head), px(_foot(head, frame[0], frame[1]))]
     if name.startswith("hip_centre_lateral_"):
-        sym, up = _p(lm, "pubic_symphysis"), cranial_unit(lm)
-        if head is None or sym is None or up is None:
+        symphysis = mm("pubic_symphysis")
+        if frame is None or symphysis is None:
             return None
-        return [_pt(head), _pt(foot_of_perpendicular(head, sym, up))]
+        return [px(head), px(_foot(head, symphysis, frame[2]))]
     if name.startswith("lateral_centre_edge_angle_"):
-        edge, up = _p(lm, f"acetabular_lateral_edge_{side}"), cranial_unit(lm)
-        if head is None or edge is None or up is None:
+        edge = mm(f"acetabular_lateral_edge_{side}")
+        if frame is None or edge is None:
             return None
         arm = float(np.linalg.norm(edge - head))
-        return [_pt(head + up * arm), _pt(head), _pt(edge)]
+        return [px(head + frame[2] * arm), px(head), px(edge)]
     if name.startswith("cup_inclination_"):
         a, b = _p(lm, f"cup_rim_lateral_{side}"), _p(lm, f"cup_rim_medial_{side}")
         if a is None or b is None:

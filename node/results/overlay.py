@@ -34,6 +34,7 @@ class Panel:
     pixels: np.ndarray
     landmarks: Mapping[str, Point | None]
     title: str
+    spacing_mm: tuple[float, float] | None = None  # (row, col): perpendiculars in mm
 
 
 def to_display_grey(pixels: np.ndarray) -> np.ndarray:
@@ -77,7 +78,7 @@ def _draw_panel(panel: Panel, height: int) -> np.ndarray:
             if clipped is not None:
                 cv2.line(rgb, _xy(clipped[0], scale), _xy(clipped[1], scale), SIDE_COLOURS[side], thickness)
     for name in MEASUREMENT_UNITS:
-        polyline = geometry.measurement_polyline(name, lm)
+        polyline = geometry.measurement_polyline(name, lm, panel.spacing_mm)
         if polyline is None:
             continue
         pts = np.array([_xy(p, scale) for p in polyline], dtype=np.int32)

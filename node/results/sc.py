@@ -132,7 +132,12 @@ def _panel(ds: Dataset, analysis: ImageAnalysis, title: str) -> overlay.Panel:
         radiograph = radiograph_from_dataset(ds)
     except UnreadableImage as exc:
         raise common.EncodingError(f"cannot draw the overlay: {exc}") from exc
-    return overlay.Panel(pixels=radiograph.pixels, landmarks=analysis.landmarks, title=title)
+    return overlay.Panel(
+        pixels=radiograph.pixels,
+        landmarks=analysis.landmarks,
+        title=title,
+        spacing_mm=analysis.pixel_spacing_mm or radiograph.pixel_spacing_mm,
+    )
 
 
 def overlay_text(

@@ -196,7 +196,7 @@ def _measurement_groups(
             qualitative_evaluations=evaluations or None,
         )
         segment = _SEGMENT_OF_MEASUREMENT.get(name)
-        polyline = geometry.measurement_polyline(name, analysis.landmarks)
+        polyline = geometry.measurement_polyline(name, analysis.landmarks, analysis.pixel_spacing_mm)
         if segment is not None and seg is not None and _segment_nonempty(analysis, segment):
             groups.append(
                 hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
