@@ -8,13 +8,11 @@ node would; ``"node"`` runs ``python -m node serve`` and waits for its own resul
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,11 +21,13 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import dicom_factory  # noqa: E402
+from harness.pair import SyntheticPair, make_pair  # noqa: E402
 from harness.stack import CACHE_DIR, OHIF_DIST, REPO_ROOT  # noqa: E402
 
-RECEIVER = os.environ.get("HIPNODE_HARNESS_RECEIVER", "storescp")  # "node" once the pipeline sends results
-NODE_AET = "HIPNODE"
+# The one line to change once the pipeline sends results: "storescp" (stand-in) or "node".
+RECEIVER = os.environ.get("HIPNODE_HARNESS_RECEIVER", "storescp")
+if RECEIVER not in ("storescp", "node"):
+    raise RuntimeError(f"HIPNODE_HARNESS_RECEIVER must be 'storescp' or 'node', not {RECEIVER!r}")
 REQUIRED_TOOLS = ["/usr/sbin/Orthanc", "storescu", "storescp", "echoscu", "nsenter", "unshare", "ip",
                   "/usr/bin/chromium", "node"]
 
@@ -65,37 +65,10 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class SyntheticPair:
-    """A pre-op and a post-op AP pelvis DX of one patient, plus a chest DX that must not be routed."""
-
-    pre: Path
-    post: Path
-    chest: Path
-    pre_study_uid: str
-    post_study_uid: str
-    post_series_uid: str
-    sop_uids: dict[str, str]
-
-
-def make_pair(out_dir: Path, patient_id: str = "HARNESS-001") -> SyntheticPair:
-    """Write the pair (and the chest image) as DICOM files under ``out_dir``."""
-    from pydicom.uid import generate_uid
-
-    name = "Harness^Hip"
-    pre, _ = dicom_factory.make_dx(patient_id=patient_id, patient_name=name, study_uid=generate_uid(),
-                                   accession="ACC-PRE-1", post_op=False, study_date=dt.date(2024, 1, 9), seed=1)
-    post, _ = dicom_factory.make_dx(patient_id=patient_id, patient_name=name, study_uid=generate_uid(),
-                                    accession="ACC-POST-1", post_op=True, study_date=dt.date(2024, 4, 2), seed=2)
-    chest, _ = dicom_factory.make_dx(patient_id=patient_id, patient_name=name, study_uid=generate_uid(),
-                                     accession="ACC-CHEST-1", post_op=False, study_date=dt.date(2024, 4, 3), seed=3)
-    chest.BodyPartExamined, chest.StudyDescription, chest.SeriesDescription = "CHEST", "XR CHEST PA", "Chest PA"
-    del chest.AnatomicRegionSequence
-    return SyntheticPair(
-        pre=dicom_factory.save(pre, out_dir / "pre.dcm"), post=dicom_factory.save(post, out_dir / "post.dcm"),
-        chest=dicom_factory.save(chest, out_dir / "chest.dcm"), pre_study_uid=pre.StudyInstanceUID,
-        post_study_uid=post.StudyInstanceUID, post_series_uid=post.SeriesInstanceUID,
-        sop_uids={"pre": pre.SOPInstanceUID, "post": post.SOPInstanceUID, "chest": chest.SOPInstanceUID})
+@pytest.fixture(scope="session")
+def receiver() -> str:
+    """Where Orthanc routes hip studies in the end-to-end tests: ``"storescp"`` or ``"node"``."""
+    return RECEIVER
 
 
 @pytest.fixture

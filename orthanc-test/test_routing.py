@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from conftest import NODE_AET, RECEIVER, SyntheticPair, make_pair
 from harness import HarnessStack, StackOptions
+from harness.pair import SyntheticPair, make_pair
 from harness.processes import ProcessExited, wait_for
 from harness.results import referenced_instances, referenced_series, send_stand_in_results, wait_for_results
 
 pytestmark = [pytest.mark.harness, pytest.mark.usefixtures("harness_installed")]
 STABLE_AGE_S = 2
-RESULT_TIMEOUT_S = 120 if RECEIVER == "node" else 30
+NODE_AET = "HIPNODE"
 
 
 def _routed_jobs(stack: HarnessStack) -> list[dict]:
@@ -31,21 +30,23 @@ def _routed_instance_count(stack: HarnessStack) -> int:
 def _deliver(stack: HarnessStack, pair: SyntheticPair) -> None:
     """Send the chest image and the pair as a modality would, then let the node's results come back."""
     stack.send_to_orthanc([pair.chest, pair.pre, pair.post], calling_aet="MODALITY")
-    if RECEIVER == "storescp":
+    if stack.options.receiver == "storescp":
         files = wait_for(lambda: (f := stack.received_files()) and len(f) >= 2 and f,
                          STABLE_AGE_S + 20, "the routed pair at the stand-in receiver")
         send_stand_in_results(stack, files, NODE_AET)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", ["on-stored", "stable-study"])
-def test_pair_is_routed_and_results_return(mode: str, synthetic_pair: SyntheticPair, artifacts_dir: Path) -> None:
+def test_pair_is_routed_and_results_return(mode: str, receiver: str, synthetic_pair: SyntheticPair,
+                                           artifacts_dir: Path) -> None:
     pair = synthetic_pair
-    with HarnessStack(StackOptions(routing_mode=mode, receiver=RECEIVER, node_aet=NODE_AET,  # type: ignore[arg-type]
+    result_timeout_s = 180 if receiver == "node" else 30
+    with HarnessStack(StackOptions(routing_mode=mode, receiver=receiver, node_aet=NODE_AET,  # type: ignore[arg-type]
                                    stable_age_s=STABLE_AGE_S, artifacts_dir=artifacts_dir)) as stack:
         sent_at = time.monotonic()
         _deliver(stack, pair)
 
-        if RECEIVER == "storescp":
+        if receiver == "storescp":
             got = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in stack.received_files()}
             assert got == {pair.sop_uids["pre"], pair.sop_uids["post"]}, "only the two hip images are routed"
             if mode == "stable-study":
@@ -53,8 +54,8 @@ def test_pair_is_routed_and_results_return(mode: str, synthetic_pair: SyntheticP
                 assert first - (time.time() - (time.monotonic() - sent_at)) >= STABLE_AGE_S - 0.5, \
                     "stable-study routing waits for the study to be quiet"
 
-        post = wait_for_results(stack, pair.post_study_uid, ("SEG", "SR", "OT"), RESULT_TIMEOUT_S)
-        pre = wait_for_results(stack, pair.pre_study_uid, ("SEG", "SR"), RESULT_TIMEOUT_S)
+        post = wait_for_results(stack, pair.post_study_uid, ("SEG", "SR", "OT"), result_timeout_s)
+        pre = wait_for_results(stack, pair.pre_study_uid, ("SEG", "SR"), result_timeout_s)
 
         # Same studies, correct references.
         for found in (pre, post):
@@ -83,7 +84,7 @@ def test_pair_is_routed_and_results_return(mode: str, synthetic_pair: SyntheticP
                  "routing jobs to finish")
         assert _routed_instance_count(stack) == 2, _routed_jobs(stack)
         assert all(j["State"] == "Success" for j in _routed_jobs(stack))
-        if RECEIVER == "storescp":
+        if receiver == "storescp":
             assert len(stack.received_files()) == 2
 
 
@@ -131,5 +132,21 @@ def test_routing_settings_reject_an_unknown_mode(tmp_path: Path, artifacts_dir: 
     assert "HipNodeRouting.Mode must be" in (artifacts_dir / "logs" / "orthanc.log").read_text()
 
 
-if os.environ.get("HIPNODE_HARNESS_RECEIVER") not in (None, "storescp", "node"):
-    raise RuntimeError("HIPNODE_HARNESS_RECEIVER must be 'storescp' or 'node'")
+
+
+def test_routing_reaches_the_real_node(synthetic_pair: SyntheticPair, artifacts_dir: Path) -> None:
+    """``python -m node serve`` behind Orthanc: both hip images stored by the node, the chest image not."""
+    pair = synthetic_pair
+    with HarnessStack(StackOptions(routing_mode="on-stored", receiver="node", node_aet=NODE_AET,
+                                   artifacts_dir=artifacts_dir)) as stack:
+        stack.send_to_orthanc([pair.chest, pair.pre, pair.post], calling_aet="MODALITY")
+
+        def stored() -> set[str]:
+            return {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+                    for p in stack.received_dir.rglob("*.dcm")}
+
+        wait_for(lambda: len(stored()) >= 2, 30, "the node to store the routed pair")
+        time.sleep(1)
+        assert stored() == {pair.sop_uids["pre"], pair.sop_uids["post"]}
+        wait_for(lambda: all(j["State"] == "Success" for j in _routed_jobs(stack)), 20, "routing jobs to succeed")
+        assert _routed_instance_count(stack) == 2

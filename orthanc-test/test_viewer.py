@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import NODE_AET, RECEIVER, SyntheticPair, make_pair
 from harness import HarnessStack, StackOptions
+from harness.pair import SyntheticPair, make_pair
 from harness.processes import wait_for
 from harness.results import StudyResults, send_stand_in_results, wait_for_results
 from harness.stack import REPO_ROOT, VIEWER_DIR
 
 pytestmark = [pytest.mark.harness, pytest.mark.usefixtures("harness_installed")]
 VIEWER_TIMEOUT_S = 240
+NODE_AET = "HIPNODE"
 
 
 class Loaded:
@@ -30,18 +30,18 @@ class Loaded:
 
 
 @pytest.fixture(scope="module")
-def loaded(harness_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+def loaded(harness_installed: None, receiver: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     artifacts = REPO_ROOT / "artifacts" / "harness" / "viewer"
     artifacts.mkdir(parents=True, exist_ok=True)
     pair = make_pair(tmp_path_factory.mktemp("viewer-pair"))
-    options = StackOptions(routing_mode="on-stored", receiver=RECEIVER, node_aet=NODE_AET,  # type: ignore[arg-type]
+    options = StackOptions(routing_mode="on-stored", receiver=receiver, node_aet=NODE_AET,  # type: ignore[arg-type]
                            viewer=True, artifacts_dir=artifacts)
     with HarnessStack(options) as stack:
         stack.send_to_orthanc([pair.pre, pair.post], calling_aet="MODALITY")
-        if RECEIVER == "storescp":
+        if receiver == "storescp":
             files = wait_for(lambda: len(f := stack.received_files()) >= 2 and f, 30, "the routed pair")
             send_stand_in_results(stack, files, NODE_AET)  # type: ignore[arg-type]
-        post = wait_for_results(stack, pair.post_study_uid, ("SEG", "SR", "OT"), 120 if RECEIVER == "node" else 30)
+        post = wait_for_results(stack, pair.post_study_uid, ("SEG", "SR", "OT"), 180 if receiver == "node" else 30)
         yield Loaded(stack, pair, post)
 
 
