@@ -1,0 +1,82 @@
+"""Catalogue upserts from headers, duplicates, re-index of files without rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from storage import catalogue
+from storage.db import make_engine, make_session_factory
+from storage.migrate import upgrade_to_head
+from storage.models import Instance, Patient, Series, Study
+from tests.factories import make_dx, write_dx
+
+
+@pytest.fixture()
+def sessions(tmp_path: Path) -> sessionmaker:
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    upgrade_to_head(engine)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _facts(**kwargs: object) -> catalogue.InstanceFacts:
+    return catalogue.InstanceFacts.from_header(make_dx(rows=4, columns=4, **kwargs), "1.2.840.10008.1.2.1")
+
+
+def test_facts_from_header() -> None:
+    facts = catalogue.InstanceFacts.from_header(
+        make_dx(rows=4, columns=6, pixel_spacing=(0.1, 0.2), laterality="L", view_position="PA"),
+        "1.2.840.10008.1.2.1")
+    assert (facts.rows, facts.columns, facts.laterality, facts.view_position) == (4, 6, "L", "PA")
+    assert facts.pixel_spacing_source == "pixel_spacing" and facts.pixel_spacing_mm == [0.1, 0.2]
+    ds = make_dx(rows=4, columns=4, imager_pixel_spacing=(0.2, 0.2))
+    ds.EstimatedRadiographicMagnificationFactor = 1.25
+    facts = catalogue.InstanceFacts.from_header(ds, "1.2.840.10008.1.2.1")
+    assert facts.pixel_spacing_source == "magnification_corrected"
+    assert facts.pixel_spacing_mm == pytest.approx([0.16, 0.16])
+
+
+def test_upsert_shares_patient_study_series(sessions: sessionmaker) -> None:
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    with sessions() as session:
+        for i in range(3):
+            facts = _facts(study_uid=study, series_uid=series, patient_id="P9")
+            catalogue.add_instance(session, facts, path=f"p{i}", sha256="0" * 64, size_bytes=10, calling_aet="A")
+        catalogue.add_instance(session, _facts(patient_id="P9"), path="q", sha256="1" * 64, size_bytes=5,
+                               calling_aet="B")
+        session.commit()
+        assert session.scalar(select(func.count(Patient.id))) == 1
+        assert session.scalar(select(func.count(Study.id))) == 2
+        assert session.scalar(select(func.count(Series.id))) == 2
+        assert catalogue.stored_bytes(session) == 35
+
+
+def test_second_row_for_a_sop_instance_is_refused(sessions: sessionmaker) -> None:
+    facts = _facts()
+    with sessions() as session:
+        catalogue.add_instance(session, facts, path="a", sha256="0" * 64, size_bytes=1, calling_aet=None)
+        session.commit()
+        with pytest.raises(IntegrityError):
+            catalogue.add_instance(session, facts, path="b", sha256="1" * 64, size_bytes=1, calling_aet=None)
+        session.rollback()
+        assert catalogue.record_duplicate(session, facts.sop_instance_uid) == 1
+        session.commit()
+
+
+def test_reindex_catalogues_files_without_rows(sessions: sessionmaker, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    good = write_dx(root / "dicom" / "a" / "b" / "c.dcm", rows=8, columns=8)
+    (root / "dicom" / "bad.dcm").write_bytes(b"garbage")
+    paths = ["dicom/a/b/c.dcm", "dicom/bad.dcm"]
+    assert catalogue.reindex(sessions, root, paths) == (1, 1)
+    assert catalogue.reindex(sessions, root, paths) == (0, 1)  # idempotent
+    with sessions() as session:
+        row = session.scalars(select(Instance)).one()
+    offset = catalogue.dataset_offset(good)
+    assert row.sha256 == catalogue.dataset_sha256(good, offset) and row.path == "dicom/a/b/c.dcm"
