@@ -124,11 +124,11 @@ def test_quiet_timer_completes_study_and_writes_job(tmp_path, sessions, services
 
 
 def test_new_instances_keep_pushing_the_quiet_deadline(tmp_path, sessions, services) -> None:
-    service = started(services, settings(tmp_path, quiet_seconds=0.8), sessions)
+    service = started(services, settings(tmp_path, quiet_seconds=1.5), sessions)
     add_instance(sessions)
-    for _ in range(4):  # 4 arrivals 0.4 s apart: never 0.8 s of quiet
+    for _ in range(4):  # arrivals 0.3 s apart: never 1.5 s of quiet
         service.on_instance_stored(STUDY, expected_view=False)
-        time.sleep(0.4)
+        time.sleep(0.3)
         assert study_row(sessions).state == StudyState.RECEIVING
     wait_for(lambda: study_row(sessions).state == StudyState.COMPLETE, msg="completion after quiet")
     assert len(jobs(sessions)) == 1

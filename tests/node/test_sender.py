@@ -377,9 +377,7 @@ def test_pending_and_interrupted_rows_are_delivered_after_restart(store, session
     scp = FakeScp()
     scps.append(scp)
     second = OutboxSender(node_settings(store, scp.port), sessions)
-    with (
-        sessions() as s
-    ):  # rows waiting out their backoff become due on an operator retry or in time;
+    with sessions() as s:  # skip the 60 s backoff of the waiting rows (as `outbox retry` would)
         s.execute(
             update(Delivery)
             .where(Delivery.state == DeliveryState.PENDING)
