@@ -1,0 +1,121 @@
+"""From line integrals to a processed "for presentation" radiograph.
+
+Beer-Lambert attenuation with a heel-effect gradient and collimation,
+scatter as a heavily blurred fraction of the primary, quantum (Poisson-like)
+noise, detector blur, log conversion, then the vendor-style image processing
+(percentile windowing, unsharp masking, gamma) that differs between exams,
+quantised to 12-16 bits and stored MONOCHROME1 or MONOCHROME2.
+All 2D; everything large is done with OpenCV for speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Processing:
+    """Exposure and processing settings of one exam (sampled per exam)."""
+
+    photons_per_mm2: float
+    heel: float  # relative intensity change across the anode-cathode (row) axis
+    scatter_fraction: float  # scatter-to-primary ratio at the field centre
+    scatter_sigma_mm: float
+    blur_sigma_mm: float
+    unsharp_sigma_mm: float
+    unsharp_amount: float
+    gamma: float
+    bits_stored: int
+    photometric: str  # MONOCHROME1 or MONOCHROME2
+    collimation: tuple[float, float, float, float]  # fraction of width/height cut: top, bottom, left, right
+    marker: str | None  # "R" / "L" lead marker or None
+
+
+def sample_processing(rng: np.random.Generator) -> Processing:
+    """Random but plausible exposure and processing for one exam."""
+    return Processing(
+        photons_per_mm2=float(rng.uniform(2.0e4, 8.0e4)),
+        heel=float(rng.uniform(-0.15, 0.15)),
+        scatter_fraction=float(rng.uniform(0.2, 0.7)),
+        scatter_sigma_mm=float(rng.uniform(25, 60)),
+        blur_sigma_mm=float(rng.uniform(0.06, 0.12)),
+        unsharp_sigma_mm=float(rng.uniform(2.0, 8.0)),
+        unsharp_amount=float(rng.uniform(0.2, 1.0)),
+        gamma=float(rng.uniform(0.75, 1.3)),
+        bits_stored=int(rng.choice([12, 14, 16])),
+        photometric=str(rng.choice(["MONOCHROME1", "MONOCHROME2"])),
+        collimation=tuple(float(v) for v in rng.uniform(0.0, 0.06, 4)) if rng.random() < 0.7 else (0.0, 0.0, 0.0, 0.0),  # type: ignore[arg-type]
+        marker=str(rng.choice(["R", "L"])) if rng.random() < 0.5 else None,
+    )
+
+
+def _blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    if sigma_px < 0.2:
+        return image
+    if sigma_px > 6:
+        # large kernels: blur a downsampled copy (scatter, unsharp masks)
+        f = int(max(1, sigma_px // 3))
+        small = cv2.resize(image, (max(1, image.shape[1] // f), max(1, image.shape[0] // f)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), sigma_px / f, borderType=cv2.BORDER_REFLECT)
+        return cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return cv2.GaussianBlur(image, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
+
+
+def collimation_field(shape: tuple[int, int], proc: Processing, pitch_mm: float) -> np.ndarray:
+    """Relative primary fluence: 1 inside the collimated field, ~0 outside, with a penumbra."""
+    rows, cols = shape
+    top, bottom, left, right = proc.collimation
+    field = np.zeros(shape, np.float32)
+    r0, r1 = int(top * rows), rows - int(bottom * rows)
+    c0, c1 = int(left * cols), cols - int(right * cols)
+    field[r0:r1, c0:c1] = 1.0
+    if any(proc.collimation):
+        field = _blur(field, 0.6 / pitch_mm)
+    return field
+
+
+def lead_marker(shape: tuple[int, int], letter: str, at_left: bool, pitch_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Line integral of a lead letter marker (about 12 mm tall) near a top corner."""
+    out = np.zeros(shape, np.uint8)
+    height_px = 12.0 / pitch_mm
+    scale = height_px / 22.0
+    thickness = max(1, int(round(2.0 / pitch_mm)))
+    (w, h), _ = cv2.getTextSize(letter, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    margin = int(rng.uniform(0.07, 0.12) * shape[1])
+    x = margin if at_left else shape[1] - margin - w
+    y = int(rng.uniform(0.08, 0.14) * shape[0]) + h
+    cv2.putText(out, letter, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_AA)
+    return out.astype(np.float32) * (6.0 / 255.0)
+
+
+def expose(mu_line: np.ndarray, proc: Processing, pitch_mm: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate detection and processing; returns ``(stored_uint16, presentation_float)``.
+
+    ``presentation_float`` is the processed image in [0, 1], bright = dense
+    (MONOCHROME2 sense), before quantisation and photometric inversion.
+    """
+    rows, cols = mu_line.shape
+    field = collimation_field(mu_line.shape, proc, pitch_mm)
+    heel = (1.0 + proc.heel * np.linspace(-1, 1, rows, dtype=np.float32))[:, None]
+    primary = np.exp(-mu_line) * heel * (0.01 + 0.99 * field)
+    inside = field > 0.5
+    scatter = proc.scatter_fraction * _blur(primary, proc.scatter_sigma_mm / pitch_mm)
+    photons = float(proc.photons_per_mm2 * pitch_mm * pitch_mm)
+    counts = photons * (primary + scatter)
+    counts = counts + np.sqrt(np.maximum(counts, 0.0)) * rng.standard_normal(counts.shape, dtype=np.float32)
+    counts = _blur(counts.astype(np.float32), proc.blur_sigma_mm / pitch_mm)
+    log_image = np.log(photons) - np.log(np.maximum(counts, 0.5))
+    sample = log_image[inside][:: max(1, int(inside.sum() // 200_000))] if inside.any() else log_image.ravel()
+    lo, hi = np.percentile(sample, [0.5, 99.7])
+    x = np.clip((log_image - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    x = x + proc.unsharp_amount * (x - _blur(x, proc.unsharp_sigma_mm / pitch_mm))
+    x = np.clip(x, 0.0, 1.0) ** proc.gamma
+    x = x.astype(np.float32)
+    top = (1 << proc.bits_stored) - 1
+    values = np.rint(x * top).astype(np.uint16)
+    if proc.photometric == "MONOCHROME1":
+        values = (top - values).astype(np.uint16)
+    return values, x

@@ -1,0 +1,446 @@
+"""Render AP pelvis exams and pre/post-op pairs with exact ground truth.
+
+A *patient* (one anatomy, its size and its arthroplasty plan) is sampled
+once per pair; each *exam* samples its own pose, table height, soft tissue,
+bowel gas and image processing. Ground truth comes from the same transforms
+that produce the pixels: masks are projections of the 3D structures,
+landmarks are projections of 3D points on their structures, measurements go
+through :mod:`models.algorithms.measurements`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from models.algorithms.geometry import pelvic_frame, sector_mask
+from models.algorithms.measurements import compute_measurements
+from models.algorithms.vocabulary import LANDMARKS, SEGMENTS, SIDES
+from models.synth.anatomy import MU_FAT, MU_MUSCLE, Anatomy
+from models.synth.detector import Processing, expose, lead_marker, sample_processing
+from models.synth.implant import Hip, cup_axis_world, render_hip
+from models.synth.projection import (
+    CoarseGrid,
+    Geometry,
+    about_point,
+    affine,
+    apply,
+    body_points,
+    rotation_xyz,
+    splat,
+)
+
+FULL_COLS, FULL_ROWS, FULL_PITCH_MM = 2500, 2000, 0.15
+OCCUPANCY_MM = 0.3  # a ray "crosses" a structure when its path inside exceeds this
+
+
+@dataclass(frozen=True)
+class HipPlan:
+    """A patient's arthroplasty on one side, in anatomy terms."""
+
+    inclination_deg: float
+    anteversion_deg: float
+    head_radius_mm: float
+    cup_outer_mm: float
+    cup_shift_mm: np.ndarray  # cup centre minus native head centre (anatomy space)
+    head_on_femur_mm: np.ndarray  # prosthetic head centre minus native head centre (femur space)
+    stem_length_mm: float
+
+
+@dataclass(frozen=True)
+class Patient:
+    """What stays the same between a patient's pre- and post-op exams."""
+
+    anatomy: Anatomy
+    scale: np.ndarray  # (3,) anisotropic anatomy scale
+    fat_scale: float
+    plans: dict[str, HipPlan]  # side -> plan (post-op only)
+
+
+@dataclass(frozen=True)
+class ExamPose:
+    """Per-exam geometry."""
+
+    sid_mm: float
+    oid_mm: float  # isocentre (hip centre plane) to detector
+    pelvis_deg: tuple[float, float, float]  # tilt (about x), obliquity (about y), rotation (about z)
+    translation_mm: np.ndarray
+    femur_deg: dict[str, tuple[float, float, float]]  # side -> flexion, abduction, rotation
+
+
+@dataclass
+class Exam:
+    """One rendered radiograph and its ground truth."""
+
+    phase: str
+    stored: np.ndarray  # uint16 stored values
+    presentation: np.ndarray  # float32 [0, 1], bright = dense
+    geometry: Geometry
+    processing: Processing
+    masks: dict[str, np.ndarray]
+    landmarks: dict[str, tuple[float, float] | None]
+    measurements: dict[str, float | None]
+    world_from_anatomy: np.ndarray
+    pixel_spacing_mm: tuple[float, float]
+    magnification: float
+    info: dict[str, object] = field(default_factory=dict)
+
+    def ground_truth_json(self) -> dict[str, object]:
+        """The spec's ``pre.json`` / ``post.json`` object (plus descriptive extras)."""
+        return {
+            "landmarks": {k: (None if v is None else [float(v[0]), float(v[1])]) for k, v in self.landmarks.items()},
+            "measurements": {k: (None if v is None else float(v)) for k, v in self.measurements.items()},
+            "calibration": "magnification_corrected",
+            "pixel_spacing_mm": [float(self.pixel_spacing_mm[0]), float(self.pixel_spacing_mm[1])],
+            "phase": self.phase,
+            "anatomy": self.info.get("anatomy"),
+            "image": {
+                "rows": int(self.geometry.rows),
+                "columns": int(self.geometry.cols),
+                "imager_pixel_spacing_mm": self.geometry.pitch_mm,
+                "estimated_magnification": self.magnification,
+                "photometric_interpretation": self.processing.photometric,
+                "bits_stored": self.processing.bits_stored,
+            },
+            "pose": self.info.get("pose"),
+            "implants": self.info.get("implants"),
+        }
+
+
+def image_geometry(size_px: int | None, sid_mm: float, oid_mm: float) -> Geometry:
+    """Full field (375 x 300 mm detector) at ``size_px`` columns (default 2500, pixel 0.15 mm)."""
+    cols = FULL_COLS if size_px is None else int(size_px)
+    if cols < 64:
+        raise ValueError("--size must be at least 64 pixels")
+    pitch = FULL_PITCH_MM * FULL_COLS / cols
+    rows = int(round(FULL_ROWS * cols / FULL_COLS))
+    return Geometry(sid_mm=sid_mm, sod_mm=sid_mm - oid_mm, pitch_mm=pitch, rows=rows, cols=cols)
+
+
+def sample_patient(anatomy: Anatomy, rng: np.random.Generator, implant_sides: tuple[str, ...]) -> Patient:
+    """Size, soft tissue build and arthroplasty plan of one synthetic patient."""
+    scale = rng.uniform(0.9, 1.1) * rng.uniform(0.97, 1.03, 3)
+    plans = {}
+    for side in implant_sides:
+        native = anatomy.femur_geometry[side].head_radius_mm
+        head_r = float(rng.choice([14.0, 16.0, 18.0]))
+        outer = max(native + rng.uniform(1.0, 4.0), head_r + 7.0)
+        lateral = -1.0 if side == "right" else 1.0
+        plans[side] = HipPlan(
+            inclination_deg=float(rng.uniform(30, 55)),
+            anteversion_deg=float(rng.uniform(5, 30)),
+            head_radius_mm=head_r,
+            cup_outer_mm=float(outer),
+            cup_shift_mm=np.array([lateral * rng.uniform(-4, 2), rng.uniform(-2, 2), rng.uniform(-3, 3)]),
+            head_on_femur_mm=np.array([lateral * rng.uniform(-5, 5), rng.uniform(-2, 2), rng.uniform(-6, 6)]),
+            stem_length_mm=float(rng.uniform(105, 145)),
+        )
+    return Patient(anatomy, scale, float(rng.uniform(0.7, 1.4)), plans)
+
+
+def sample_pose(rng: np.random.Generator) -> ExamPose:
+    """Pelvic tilt ±10°, obliquity ±5°, rotation ±8°, independent femur poses, table height."""
+    return ExamPose(
+        sid_mm=float(rng.uniform(1000, 1150)),
+        oid_mm=float(rng.uniform(120, 230)),
+        pelvis_deg=(float(rng.uniform(-10, 10)), float(rng.uniform(-5, 5)), float(rng.uniform(-8, 8))),
+        translation_mm=np.array([rng.uniform(-15, 15), 0.0, rng.uniform(0, 30)]),
+        femur_deg={s: (float(rng.uniform(-8, 8)), float(rng.uniform(-6, 8)), float(rng.uniform(-15, 15))) for s in SIDES},
+    )
+
+
+def _axis_rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    t = np.radians(angle_deg)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
+
+
+def _transforms(patient: Patient, pose: ExamPose, phase: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """world_from_anatomy (pelvis), world_from_femur per side, and cup centres in anatomy space."""
+    anatomy = patient.anatomy
+    tilt, obliquity, rotation = pose.pelvis_deg
+    rot = rotation_xyz(tilt, obliquity, rotation)
+    world_from_anat = affine(rot @ np.diag(patient.scale), pose.translation_mm - rot @ np.diag(patient.scale) @ anatomy.anchor_mm)
+    femurs: dict[str, np.ndarray] = {}
+    cups: dict[str, np.ndarray] = {}
+    for side in SIDES:
+        geo = anatomy.femur_geometry[side]
+        flexion, abduction, axial = pose.femur_deg[side]
+        lateral = -1.0 if side == "right" else 1.0
+        shaft = geo.neutral_rotation @ geo.shaft_axis
+        r = rotation_xyz(flexion, -lateral * abduction, 0.0) @ _axis_rotation(shaft, lateral * axial) @ geo.neutral_rotation
+        plan = patient.plans.get(side) if phase == "post" else None
+        if plan is None:
+            femurs[side] = world_from_anat @ about_point(r, geo.head_centre)
+        else:
+            cup = geo.head_centre + plan.cup_shift_mm
+            cups[side] = cup
+            femurs[side] = world_from_anat @ about_point(r, geo.head_centre + plan.head_on_femur_mm, moved_to=cup)
+    return world_from_anat, femurs, cups
+
+
+def _build_hip(patient: Patient, side: str, world_from_anat: np.ndarray, world_from_femur: np.ndarray, cup_anat: np.ndarray) -> Hip:
+    plan = patient.plans[side]
+    geo = patient.anatomy.femur_geometry[side]
+    rot = world_from_anat[:3, :3] / np.cbrt(abs(np.linalg.det(world_from_anat[:3, :3])))
+    centre = apply(world_from_anat, cup_anat)[0]
+    axis = cup_axis_world(side, plan.inclination_deg, plan.anteversion_deg, rot)
+    head_f = geo.head_centre + plan.head_on_femur_mm
+    shoulder = geo.canal_top
+    tip = shoulder + plan.stem_length_mm * geo.shaft_axis
+    mid = shoulder + 0.35 * plan.stem_length_mm * geo.shaft_axis
+    pts = apply(world_from_femur, np.array([head_f, shoulder, mid, tip]))
+    stem = ((pts[0], pts[1], 6.5, 7.5), (pts[1], pts[2], 10.0, 7.0), (pts[2], pts[3], 7.0, 4.5))
+    ap = world_from_femur[:3, :3] @ np.array([0.0, 1.0, 0.0])
+    return Hip(side, centre, axis, plan.cup_outer_mm, 3.0, plan.head_radius_mm, stem, ap / np.linalg.norm(ap), 1.7)
+
+
+def _upsample(coarse: np.ndarray, grid: CoarseGrid, geom: Geometry) -> np.ndarray:
+    big = cv2.resize(coarse, (grid.cols * grid.factor, grid.rows * grid.factor), interpolation=cv2.INTER_LINEAR)
+    return big[: geom.rows, : geom.cols]
+
+
+def _gas(shape: tuple[int, int], geom: Geometry, world_from_anat: np.ndarray, anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
+    """Bowel gas: a few blurred pockets above the pubis, as negative soft-tissue path (line integral)."""
+    out = np.zeros(shape, np.float32)
+    n = int(rng.integers(0, 6))
+    for _ in range(n):
+        centre = anatomy.anchor_mm + np.array([rng.uniform(-70, 70), -60.0, rng.uniform(10, 120)])
+        c = geom.project(apply(world_from_anat, centre))[0]
+        axes = (rng.uniform(6, 25) / geom.pitch_mm, rng.uniform(5, 18) / geom.pitch_mm)
+        cv2.ellipse(out, (int(c[0]), int(c[1])), (int(axes[0]), int(axes[1])), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    if n:
+        out = cv2.GaussianBlur(out, (0, 0), 2.5 / geom.pitch_mm)
+    return -out * MU_MUSCLE * float(rng.uniform(15, 45))
+
+
+def _texture(shape: tuple[int, int], sigma_px: float, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    band = cv2.GaussianBlur(noise, (0, 0), max(sigma_px, 0.5)) - cv2.GaussianBlur(noise, (0, 0), max(3 * sigma_px, 1.0))
+    return band / max(float(band.std()), 1e-6)
+
+
+def _pick(points_px: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    return points_px[int(np.argmax(points_px @ direction))]
+
+
+def _inside(p: np.ndarray, geom: Geometry) -> bool:
+    return bool(0 <= p[0] <= geom.cols - 1 and 0 <= p[1] <= geom.rows - 1)
+
+
+def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | None, rng: np.random.Generator, processing: Processing | None = None) -> Exam:
+    """Render one exam of ``patient`` (``phase`` "pre" or "post") with its ground truth."""
+    anatomy = patient.anatomy
+    geom = image_geometry(size_px, pose.sid_mm, pose.oid_mm)
+    grid = CoarseGrid.for_geometry(geom, 1.25 * geom.magnification)
+    world_from_anat, world_from_femur, cups = _transforms(patient, pose, phase)
+    implanted = set(cups)
+
+    pelvis = splat(body_points(anatomy.pelvis, ("mu", "pelvis", "roof")), world_from_anat, geom, grid)
+    soft_grid = CoarseGrid(grid.factor * 2, -(-grid.rows // 2), -(-grid.cols // 2))
+    soft_cloud = body_points(anatomy.soft, ("muscle", "fat"))
+    soft_mu = soft_cloud.values @ np.array([[MU_MUSCLE], [MU_FAT * patient.fat_scale]], np.float32)
+    soft_line = splat(soft_cloud, world_from_anat, geom, soft_grid, weights=soft_mu)[0]
+    soft_line = cv2.resize(soft_line, (soft_grid.cols * 2, soft_grid.rows * 2), interpolation=cv2.INTER_LINEAR)[: grid.rows, : grid.cols]
+    bone_line = pelvis[0].copy()
+    occupancy: dict[str, np.ndarray] = {"pelvis": pelvis[1], "roof": pelvis[2]}
+    for side in SIDES:
+        channels = ("mu_post", "femur_post") if side in implanted else ("mu", "femur", "head")
+        f = splat(body_points(anatomy.femurs[side], channels), world_from_femur[side], geom, grid)
+        bone_line += f[0]
+        occupancy[f"femur_{side}"] = f[1]
+        occupancy[f"head_{side}"] = f[2] if side not in implanted else np.zeros_like(f[1])
+
+    bone_fine = _upsample(bone_line, grid, geom)
+    texture = _texture((geom.rows, geom.cols), 0.45 * geom.magnification / geom.pitch_mm, rng)
+    mu_line = _upsample(soft_line, grid, geom) + bone_fine * (1.0 + 0.18 * texture)
+    mu_line += _gas(mu_line.shape, geom, world_from_anat, anatomy, rng)
+
+    masks: dict[str, np.ndarray] = {name: np.zeros((geom.rows, geom.cols), bool) for name in SEGMENTS}
+    hips: dict[str, Hip] = {}
+    for side in sorted(implanted):
+        hip = _build_hip(patient, side, world_from_anat, world_from_femur[side], cups[side])
+        hips[side] = hip
+        metal, metal_mask = render_hip(hip, geom)
+        mu_line += metal
+        masks[f"implant_{side}"] = metal_mask
+
+    proc = processing or sample_processing(rng)
+    if proc.marker is not None:
+        mu_line += lead_marker(mu_line.shape, proc.marker, proc.marker == "R", geom.pitch_mm, rng)
+    stored, presentation = expose(mu_line.astype(np.float32), proc, geom.pitch_mm, rng)
+
+    masks["pelvis"] = _upsample(occupancy["pelvis"], grid, geom) > OCCUPANCY_MM
+    for side in SIDES:
+        masks[f"femur_{side}"] = _upsample(occupancy[f"femur_{side}"], grid, geom) > OCCUPANCY_MM
+        masks[f"femoral_head_{side}"] = _upsample(occupancy[f"head_{side}"], grid, geom) > OCCUPANCY_MM
+
+    ermf = geom.magnification
+    spacing = (geom.pitch_mm / ermf, geom.pitch_mm / ermf)
+    landmarks = _landmarks(patient, geom, world_from_anat, world_from_femur, hips, phase)
+    roof_fine = _upsample(occupancy["roof"], grid, geom) > OCCUPANCY_MM
+    _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted)
+    measurements = compute_measurements(landmarks, spacing, masks)
+    info = {
+        "anatomy": anatomy.name,
+        "pose": {
+            "sid_mm": pose.sid_mm,
+            "oid_mm": pose.oid_mm,
+            "pelvis_tilt_obliquity_rotation_deg": list(pose.pelvis_deg),
+            "translation_mm": [float(v) for v in pose.translation_mm],
+            "femur_flexion_abduction_rotation_deg": {k: list(v) for k, v in pose.femur_deg.items()},
+            "anatomy_scale": [float(v) for v in patient.scale],
+        },
+        "implants": {
+            side: {
+                "cup_inclination_deg": patient.plans[side].inclination_deg,
+                "cup_anteversion_deg": patient.plans[side].anteversion_deg,
+                "head_diameter_mm": 2 * patient.plans[side].head_radius_mm,
+                "cup_outer_diameter_mm": 2 * patient.plans[side].cup_outer_mm,
+            }
+            for side in sorted(implanted)
+        },
+    }
+    return Exam(phase, stored, presentation, geom, proc, masks, landmarks, measurements, world_from_anat, spacing, ermf, info)
+
+
+def _landmarks(
+    patient: Patient,
+    geom: Geometry,
+    world_from_anat: np.ndarray,
+    world_from_femur: dict[str, np.ndarray],
+    hips: dict[str, Hip],
+    phase: str,
+) -> dict[str, tuple[float, float] | None]:
+    anatomy = patient.anatomy
+    cand = anatomy.candidates
+    out: dict[str, tuple[float, float] | None] = {name: None for name in LANDMARKS}
+
+    def proj(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        return geom.project(apply(matrix, pts))
+
+    anchor_px = proj(world_from_anat, anatomy.anchor_mm[None])[0]
+    caudal = proj(world_from_anat, (anatomy.anchor_mm - [0, 0, 50.0])[None])[0] - anchor_px
+    caudal /= np.linalg.norm(caudal)
+    it = {s: _pick(proj(world_from_anat, cand[f"ischial_tuberosity_{s}"]), caudal) for s in SIDES}
+    _, horizontal, vertical = pelvic_frame(it["right"], it["left"], (1.0, 1.0))
+    for s in SIDES:
+        out[f"ischial_tuberosity_{s}"] = tuple(it[s])
+    out["pubic_symphysis"] = tuple(_pick(proj(world_from_anat, cand["pubic_symphysis"]), vertical))
+    for s in SIDES:
+        geo = anatomy.femur_geometry[s]
+        medial = horizontal if s == "right" else -horizontal
+        lateral = -medial
+        fm = world_from_femur[s]
+        # post-op: the centre of the prosthetic head, which sits at the cup centre
+        centre = geom.project(hips[s].cup_centre[None])[0] if s in hips else proj(fm, geo.head_centre[None])[0]
+        out[f"femoral_head_centre_{s}"] = tuple(centre)
+        out[f"greater_trochanter_{s}"] = tuple(_pick(proj(fm, cand[f"greater_trochanter_{s}"]), vertical))
+        out[f"lesser_trochanter_{s}"] = tuple(_pick(proj(fm, cand[f"lesser_trochanter_{s}"]), medial))
+        out[f"femoral_shaft_proximal_{s}"] = tuple(proj(fm, geo.shaft_proximal[None])[0])
+        out[f"femoral_shaft_distal_{s}"] = tuple(proj(fm, geo.shaft_distal[None])[0])
+        edge = proj(world_from_anat, cand[f"acetabular_lateral_edge_{s}"])
+        native_centre = proj(world_from_anat, geo.head_centre[None])[0]
+        d = edge - native_centre
+        out[f"acetabular_lateral_edge_{s}"] = tuple(edge[int(np.argmax(np.arctan2(d @ lateral, d @ vertical)))])
+        if s in hips:
+            hip = hips[s]
+            rim = geom.project(hip.rim_points(360))
+            half = len(rim) // 2
+            spans = np.linalg.norm(rim[:half] - rim[half:], axis=1)
+            i = int(np.argmax(spans))
+            a, b = rim[i], rim[i + half]
+            if (a - b) @ lateral < 0:
+                a, b = b, a
+            out[f"cup_rim_lateral_{s}"] = tuple(a)
+            out[f"cup_rim_medial_{s}"] = tuple(b)
+            out[f"stem_tip_{s}"] = tuple(geom.project(hip.stem_tip[None])[0])
+    for name, p in out.items():
+        if p is not None and not _inside(np.asarray(p), geom):
+            out[name] = None
+        elif p is not None:
+            out[name] = (float(p[0]), float(p[1]))
+    return out
+
+
+def _roof_and_joint(
+    masks: dict[str, np.ndarray],
+    roof_fine: np.ndarray,
+    landmarks: dict[str, tuple[float, float] | None],
+    patient: Patient,
+    geom: Geometry,
+    world_from_anat: np.ndarray,
+    world_from_femur: dict[str, np.ndarray],
+    implanted: set[str],
+) -> None:
+    """Acetabular roof and joint space in the ±60° sector above each native head (see docs/synth.md)."""
+    it_r, it_l = landmarks["ischial_tuberosity_right"], landmarks["ischial_tuberosity_left"]
+    if it_r is None or it_l is None:
+        return
+    _, _, vertical = pelvic_frame(it_r, it_l, (1.0, 1.0))
+    for side in SIDES:
+        centre = landmarks[f"femoral_head_centre_{side}"]
+        if side in implanted or centre is None:
+            continue
+        geo = patient.anatomy.femur_geometry[side]
+        head_world = apply(world_from_femur[side], geo.head_centre[None])[0]
+        scale = float(np.cbrt(abs(np.linalg.det(world_from_anat[:3, :3]))))
+        r_px = geo.head_radius_mm * scale * geom.magnification_at(head_world) / geom.pitch_mm
+        reach = int(np.ceil(r_px + 14.0 * geom.magnification / geom.pitch_mm))
+        c0, c1 = max(int(centre[0]) - reach, 0), min(int(centre[0]) + reach + 1, geom.cols)
+        r0, r1 = max(int(centre[1]) - reach, 0), min(int(centre[1]) + reach + 1, geom.rows)
+        if c1 <= c0 or r1 <= r0:
+            continue
+        local_centre = (centre[0] - c0, centre[1] - r0)
+        inside, radius = sector_mask((r1 - r0, c1 - c0), local_centre, vertical, 60.0, (1.0, 1.0))
+        head = masks[f"femoral_head_{side}"][r0:r1, c0:c1]
+        roof = roof_fine[r0:r1, c0:c1] & inside & (radius > r_px) & ~head
+        if not roof.any():
+            continue
+        # joint space: between the head and the roof's inner border, angle by angle
+        rows, cols = np.mgrid[r0:r1, c0:c1]
+        angle = np.degrees(np.arctan2(cols - centre[0], -(rows - centre[1])))
+        bins = np.clip(((angle + 180.0) * 2).astype(int), 0, 719)
+        inner = np.full(720, np.inf)
+        np.minimum.at(inner, bins[roof], radius[roof])
+        joint = inside & ~head & ~roof & (radius < inner[bins]) & (radius > 0.85 * r_px)
+        full_roof = np.zeros((geom.rows, geom.cols), bool)
+        full_joint = np.zeros((geom.rows, geom.cols), bool)
+        full_roof[r0:r1, c0:c1] = roof
+        full_joint[r0:r1, c0:c1] = joint
+        masks[f"acetabular_roof_{side}"] = full_roof
+        masks[f"joint_space_{side}"] = full_joint
+
+
+@dataclass
+class Pair:
+    """A pre-op and a post-op exam of the same synthetic patient and their pelvic-ring correspondences."""
+
+    pre: Exam
+    post: Exam
+    points_pre: np.ndarray
+    points_post: np.ndarray
+
+
+def ring_correspondences(anatomy: Anatomy, pre: Exam, post: Exam, minimum: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The same 3D pelvic-ring points projected into both exams (kept where inside both)."""
+    a = pre.geometry.project(apply(pre.world_from_anatomy, anatomy.ring_points))
+    b = post.geometry.project(apply(post.world_from_anatomy, anatomy.ring_points))
+    keep = np.array([_inside(p, pre.geometry) and _inside(q, post.geometry) for p, q in zip(a, b)])
+    if keep.sum() < minimum:
+        raise RuntimeError(f"only {int(keep.sum())} pelvic-ring points visible in both exams")
+    return a[keep], b[keep]
+
+
+def render_pair(anatomy: Anatomy, rng: np.random.Generator, size_px: int | None = None) -> Pair:
+    """Sample a patient with a THA on one or both sides; render the pre-op and post-op exam."""
+    roll = rng.random()
+    sides = ("right", "left") if roll < 0.2 else (("right",) if roll < 0.6 else ("left",))
+    patient = sample_patient(anatomy, rng, sides)
+    pre = render_exam(patient, sample_pose(rng), "pre", size_px, rng)
+    post = render_exam(patient, sample_pose(rng), "post", size_px, rng)
+    pts_pre, pts_post = ring_correspondences(anatomy, pre, post)
+    return Pair(pre, post, pts_pre, pts_post)
