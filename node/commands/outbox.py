@@ -34,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     listing.add_argument(
         "--state", action="append", choices=STATES, help="only rows in this state (repeatable)"
     )
+    listing.add_argument("--destination", help="only rows for this destination name")
     listing.add_argument("--json", action="store_true", help="one JSON array instead of a table")
     again = sub.add_parser("retry", help="re-queue dead (or waiting) deliveries now")
     again.add_argument(
@@ -110,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with sessions() as session:
             if args.outbox_command == "list":
-                rows = list_deliveries(session, [DeliveryState(s) for s in args.state or []])
+                rows = list_deliveries(
+                    session, [DeliveryState(s) for s in args.state or []], args.destination
+                )
                 if args.json:
                     print(json.dumps([_as_dict(r) for r in rows], indent=1))
                 else:

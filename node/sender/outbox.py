@@ -166,11 +166,15 @@ def recover_sending(session_factory: sessionmaker) -> int:
         return result.rowcount
 
 
-def list_deliveries(session: Session, states: Sequence[DeliveryState] = ()) -> list[Delivery]:
-    """Rows, optionally only those in ``states``, oldest first."""
+def list_deliveries(
+    session: Session, states: Sequence[DeliveryState] = (), destination: str | None = None
+) -> list[Delivery]:
+    """Rows, optionally only those in ``states`` and for ``destination``, oldest first."""
     query = select(Delivery).order_by(Delivery.id)
     if states:
         query = query.where(Delivery.state.in_(list(states)))
+    if destination is not None:
+        query = query.where(Delivery.destination == destination)
     return list(session.scalars(query))
 
 

@@ -77,6 +77,13 @@ def test_list_several_states(store, capsys) -> None:
     assert sorted(d["state"] for d in json.loads(out)) == ["done", "pending"]
 
 
+def test_list_by_destination(store, capsys) -> None:
+    _, out, _ = outbox(store, capsys, "list", "--destination", "pacs", "--json")
+    assert len(json.loads(out)) == 4
+    _, out, _ = outbox(store, capsys, "list", "--destination", "archive", "--json")
+    assert json.loads(out) == []
+
+
 def test_retry_one_by_id(store, capsys) -> None:
     code, out, _ = outbox(store, capsys, "retry", "2")
     assert code == 0 and "re-queued 1" in out
