@@ -1,0 +1,46 @@
+"""Per-image analysis artifacts (masks, pelvis probability) kept for the pair stage.
+
+A cache, not a record: the catalogue holds the analysis JSON; these arrays
+save running the segmentation again when a pair is aligned later. A missing
+or unreadable file just means the model runs again.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from storage.filestore import clean_uid
+
+
+def artifact_path(sop_instance_uid: str) -> str:
+    """Path relative to the storage directory."""
+    return f"analysis/{clean_uid(sop_instance_uid)}.npz"
+
+
+def save_artifacts(root: Path, relative: str, masks: dict[str, np.ndarray], pelvis: np.ndarray | None) -> None:
+    """Write masks (bool) and the pelvis probability (quantised to 8 bits) atomically."""
+    final = root / relative
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.parent / f".{uuid.uuid4().hex}.tmp.npz"
+    arrays = {f"mask_{k}": np.asarray(v, bool) for k, v in masks.items()}
+    if pelvis is not None:
+        arrays["pelvis_probability_u8"] = np.round(np.clip(pelvis, 0, 1) * 255).astype(np.uint8)
+    np.savez_compressed(temp, **arrays)
+    os.replace(temp, final)
+
+
+def load_artifacts(root: Path, relative: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Masks and pelvis probability, or ({}, None) when the cache is missing."""
+    if not relative:
+        return {}, None
+    try:
+        with np.load(root / relative) as data:
+            masks = {k[len("mask_"):]: data[k] for k in data.files if k.startswith("mask_")}
+            pelvis = data["pelvis_probability_u8"].astype(np.float32) / 255.0 if "pelvis_probability_u8" in data.files else None
+    except (OSError, ValueError, KeyError):
+        return {}, None
+    return masks, pelvis

@@ -1,0 +1,138 @@
+"""The analysis steps shared by the node's jobs and ``hipnode process``.
+
+One implementation of "analyse an image, encode its results" and "align a pair,
+encode its results", so the offline command writes exactly the objects the node
+sends. Models are created once per process (the analyzer and matcher caches).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from models.algorithms.deltas import aligned_deltas
+from models.algorithms.results import ImageAnalysis, PairAlignment
+from models.algorithms.vocabulary import DELTA_MEASUREMENTS, SIDES
+from node.imaging import Radiograph
+
+DEFAULT_ALIGN_METHOD = "ours"
+DEFAULT_MATCHER = "disk_lightglue"
+IMPLANT_MIN_AREA_MM2 = 50.0  # smaller "implant" blobs are noise, not an arthroplasty
+
+
+@dataclass
+class AnalysedImage:
+    """A decoded radiograph with its analysis (``pelvis_probability`` on the source grid)."""
+
+    radiograph: Radiograph
+    analysis: ImageAnalysis
+    pelvis_probability: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> Dataset:
+        return self.radiograph.dataset
+
+
+def analyse(radiograph: Radiograph) -> AnalysedImage:
+    """Run the committed segmentation + landmark models on one radiograph."""
+    from models.inference.analyzer import analyze_radiograph
+
+    analysis = analyze_radiograph(radiograph)
+    return AnalysedImage(radiograph, analysis, analysis.probabilities.get("pelvis"))
+
+
+def side_states(analysis: ImageAnalysis) -> dict[str, str | None]:
+    """``native`` or ``implant`` per side, from the implant segmentation (None if unknown)."""
+    if analysis.not_analysable is not None:
+        return {side: None for side in SIDES}
+    spacing = analysis.pixel_spacing_mm or (1.0, 1.0)
+    pixel_area_mm2 = float(spacing[0] * spacing[1])
+    states: dict[str, str | None] = {}
+    for side in SIDES:
+        mask = analysis.masks.get(f"implant_{side}")
+        head = analysis.masks.get(f"femoral_head_{side}")
+        if mask is None:
+            states[side] = None
+        elif float(np.count_nonzero(mask)) * pixel_area_mm2 >= IMPLANT_MIN_AREA_MM2:
+            states[side] = "implant"
+        elif head is not None and np.any(head):
+            states[side] = "native"
+        else:
+            states[side] = None  # neither a head nor an implant found on that side
+    return states
+
+
+def image_result_datasets(image: AnalysedImage) -> list[tuple[str, Dataset]]:
+    """SEG and TID 1500 SR of one analysed image, with their catalogue kinds."""
+    from node.results import encode_image_results, result_kind
+
+    datasets = encode_image_results(image.dataset, image.analysis)
+    return [(result_kind(ds) or "unknown", ds) for ds in datasets]
+
+
+def pelvis_probability(image: AnalysedImage) -> np.ndarray:
+    """The pelvis probability map (from the analysis, else the segmentation model again)."""
+    if image.pelvis_probability is None:
+        from node.commands.align import pelvis_probability as model_pelvis_probability
+
+        image.pelvis_probability, _source = model_pelvis_probability(
+            image.radiograph.pixels, image.radiograph.pixel_spacing_mm
+        )
+    return image.pelvis_probability
+
+
+def align(
+    pre: AnalysedImage, post: AnalysedImage, method: str = DEFAULT_ALIGN_METHOD, matcher: str = DEFAULT_MATCHER
+) -> PairAlignment:
+    """Align pre onto post through the pelvis; ``failure`` says why when it cannot be trusted."""
+    from models.align.matching import get_matcher
+    from models.align.pipeline import align_pair
+
+    start = time.perf_counter()
+    p_pre, p_post = pelvis_probability(pre), pelvis_probability(post)
+    probability_ms = 1000 * (time.perf_counter() - start)
+    alignment = align_pair(
+        pre.radiograph.pixels, post.radiograph.pixels, p_pre, p_post, method, get_matcher(matcher)
+    )
+    alignment.timings_ms["pelvis_probability"] = probability_ms
+    return alignment
+
+
+def deltas_for_sides(deltas: Mapping[str, float | None], sides: Iterable[str]) -> dict[str, float | None]:
+    """Keep the side-specific deltas of ``sides`` (and leg length, which concerns both)."""
+    wanted = set(sides)
+    kept: dict[str, float | None] = {}
+    for name in DELTA_MEASUREMENTS:
+        side = name.rsplit("_", 1)[-1]
+        if side in SIDES and side not in wanted:
+            continue
+        kept[name] = deltas.get(name)
+    return kept
+
+
+def pair_result_datasets(
+    pre: AnalysedImage, post: AnalysedImage, alignment: PairAlignment, sides: Iterable[str] = SIDES
+) -> tuple[list[tuple[str, Dataset]], dict[str, float | None]]:
+    """Pair SR (deltas), colour difference map SC and overlay SC; returns them and the deltas."""
+    from models.align.cdm import colour_difference_map
+    from node.results import encode_pair_results, result_kind
+
+    cdm = None
+    deltas: dict[str, float | None] = {name: None for name in DELTA_MEASUREMENTS}
+    if alignment.homography is not None:
+        cdm = colour_difference_map(pre.radiograph.pixels, post.radiograph.pixels, alignment.homography)
+        spacing = pre.analysis.pixel_spacing_mm or pre.radiograph.pixel_spacing_mm
+        if spacing is not None:
+            deltas = aligned_deltas(
+                pre.analysis.landmarks, post.analysis.landmarks, alignment.homography, spacing
+            )
+    deltas = deltas_for_sides(deltas, sides)
+    datasets = encode_pair_results(
+        pre.dataset, post.dataset, pre.analysis, post.analysis, alignment, cdm, deltas
+    )
+    return [(result_kind(ds) or "unknown", ds) for ds in datasets], deltas

@@ -1,0 +1,133 @@
+"""Job ``analyze_study``: classify and analyse each image of a completed study.
+
+For every DX/CR image the study received (never the node's own results): read
+it, analyse it, record the classification (analysable or the reason not, and
+native/implant per side), keep the analysis, write its SEG and SR and queue
+them for the study's destinations. Then re-run pairing for the patient and
+queue an ``analyze_pair`` job for every new pairing that has a partner.
+A study with no analysable image fails permanently with the reasons, visible
+in the job row, its events and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import select
+
+from models.algorithms.results import ImageAnalysis
+from node.imaging import UnreadableImage, load_radiograph
+from node.jobs.queue import PermanentJobError, enqueue
+from node.jobs.worker import JobContext
+from node.pairing.store import update_pairings
+from node.pipeline import compute
+from node.pipeline.artifacts import artifact_path, save_artifacts
+from node.pipeline.result_store import destinations_for, store_results
+from storage.filestore import FileStore
+from storage.models import ImageClassification, Instance, Job, Series, Study
+
+log = logging.getLogger(__name__)
+
+PROJECTION_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+})
+
+
+def _record(session, instance: Instance, analysis: ImageAnalysis | None, reason: str | None,
+            artifacts: str | None) -> ImageClassification:
+    row = session.scalar(select(ImageClassification).where(ImageClassification.instance_pk == instance.id))
+    if row is None:
+        row = ImageClassification(instance_pk=instance.id)
+        session.add(row)
+    states = compute.side_states(analysis) if analysis is not None and reason is None else {}
+    row.analysable = reason is None
+    row.reason = reason
+    row.right_state = states.get("right")
+    row.left_state = states.get("left")
+    row.analysis = None if analysis is None else analysis.to_json()
+    row.artifacts_path = artifacts
+    row.model_versions = None if analysis is None else {a.name: a.version for a in analysis.algorithms}
+    return row
+
+
+def pair_job_key(pre_sop: str, post_sop: str, analysis_versions: dict[str, str] | None) -> str:
+    versions = ",".join(f"{k}={v}" for k, v in sorted((analysis_versions or {}).items()))
+    return f"analyze_pair:{pre_sop}:{post_sop}:{versions}"
+
+
+def run(job: Job, ctx: JobContext) -> str:
+    filestore = FileStore(ctx.storage_dir)
+    with ctx.session_factory() as session:
+        study = session.get(Study, job.study_pk)
+        if study is None:
+            raise PermanentJobError("select", f"study {job.study_pk} is not in the catalogue")
+        study_uid, calling_aet, patient_pk = study.study_instance_uid, study.calling_aet, study.patient_pk
+        instances = session.scalars(
+            select(Instance).join(Series).where(
+                Series.study_pk == study.id,
+                Instance.derived_by_node.is_(False),
+                Instance.sop_class_uid.in_(PROJECTION_SOP_CLASSES),
+            ).order_by(Instance.instance_number, Instance.id)
+        ).all()
+    if not instances:
+        raise PermanentJobError("select", f"study {study_uid} has no DX or CR image to analyse")
+    destinations = destinations_for(ctx.settings, calling_aet)
+    reasons: list[str] = []
+    analysed = 0
+    for instance in instances:
+        started = time.perf_counter()
+        try:
+            image = compute.analyse(load_radiograph(filestore.absolute(instance.path)))
+            reason = image.analysis.not_analysable
+        except UnreadableImage as exc:
+            image, reason = None, str(exc)
+        with ctx.session_factory() as session:
+            instance = session.get(Instance, instance.id)
+            if reason is not None:
+                _record(session, instance, None if image is None else image.analysis, reason, None)
+                session.commit()
+                reasons.append(f"{instance.sop_instance_uid}: {reason}")
+                log.warning("image not analysable", extra={
+                    "job_id": job.id, "sop_instance_uid": instance.sop_instance_uid, "reason": reason})
+                continue
+            relative = artifact_path(instance.sop_instance_uid)
+            save_artifacts(filestore.root, relative, image.analysis.masks, image.pelvis_probability)
+            _record(session, instance, image.analysis, None, relative)
+            store_results(session, filestore, compute.image_result_datasets(image), destinations, job.id)
+            session.commit()
+        analysed += 1
+        log.info("image analysed", extra={
+            "job_id": job.id, "sop_instance_uid": instance.sop_instance_uid,
+            "ms": round(1000 * (time.perf_counter() - started)), **{f"t_{k}": v for k, v in image.analysis.timings_ms.items()}})
+    if analysed == 0:
+        raise PermanentJobError("classify", "no analysable image: " + "; ".join(reasons))
+    pair_jobs = _queue_pairs(ctx, patient_pk, job)
+    return f"{analysed} image(s) analysed, {len(reasons)} not analysable, {pair_jobs} pair job(s) queued"
+
+
+def _queue_pairs(ctx: JobContext, patient_pk: int, job: Job) -> int:
+    """Re-pair the patient; one ``analyze_pair`` job per new (pre image, post image)."""
+    with ctx.session_factory() as session:
+        changed = update_pairings(session, patient_pk)
+        by_images: dict[tuple[int, int], list[str]] = {}
+        for row in changed:
+            if row.pre_instance_pk is not None:
+                by_images.setdefault((row.pre_instance_pk, row.post_instance_pk), []).append(row.side)
+        for (pre_pk, post_pk), sides in by_images.items():
+            pre, post = session.get(Instance, pre_pk), session.get(Instance, post_pk)
+            post_class = session.scalar(select(ImageClassification).where(ImageClassification.instance_pk == post_pk))
+            post_study = session.get(Series, post.series_pk).study_pk
+            enqueue(
+                session, "analyze_pair",
+                pair_job_key(pre.sop_instance_uid, post.sop_instance_uid, post_class.model_versions if post_class else None),
+                study_pk=post_study,
+                payload={"pre_instance_pk": pre_pk, "post_instance_pk": post_pk, "sides": sorted(sides)},
+            )
+            log.info("pair queued", extra={"job_id": job.id, "pre": pre.sop_instance_uid,
+                                           "post": post.sop_instance_uid, "sides": ",".join(sides)})
+        session.commit()
+        return len(by_images)
+
