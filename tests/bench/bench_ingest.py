@@ -1,0 +1,251 @@
+"""Ingest throughput: the node vs DCMTK storescp, same files, same machine, same run.
+
+Prints MB/s and instances/s for 1 and 4 parallel storescu senders against
+``hipnode serve`` (fsync + rename + dir fsync + SQLite commit per instance) and
+against ``storescp --fork`` (no fsync), the ratio, and the node's peak RSS while
+it receives large (~70 MB) images. A benchmark, not a test: it prints figures.
+
+    .venv/bin/python tests/bench/bench_ingest.py [--count 200] [--size-mb 10] [--large-mb 70]
+    .venv/bin/hipnode bench ingest ...           (same options)
+
+TCP_NODELAY=1 is set for storescu and storescp (DCMTK leaves Nagle on otherwise).
+The load average is printed with the figures: on a shared 2-core machine the
+numbers are pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.factories import make_dx  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SystemExit(f"bench: {name} not found (install DCMTK)")
+    return path
+
+
+def make_images(directory: Path, count: int, size_mb: float, tag: str) -> list[Path]:
+    """``count`` DX files of about ``size_mb`` MB sharing one pixel array (distinct UIDs)."""
+    side = int(math.sqrt(size_mb * 1e6 / 2))
+    template = make_dx(rows=side, columns=side, seed=1)
+    pixels = template.PixelData
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        ds = make_dx(rows=8, columns=8, seed=i, patient_id=f"BENCH{tag}")
+        ds.Rows = ds.Columns = side
+        ds.PixelData = pixels
+        path = directory / f"{tag}_{i:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+@dataclass
+class Run:
+    target: str
+    senders: int
+    instances: int
+    megabytes: float
+    seconds: float
+    failures: int
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.megabytes / self.seconds
+
+    @property
+    def per_s(self) -> float:
+        return self.instances / self.seconds
+
+
+def send(port: int, aec: str, files: list[Path], senders: int, env: dict[str, str]) -> tuple[float, int]:
+    """Run ``senders`` storescu processes over disjoint slices; return (seconds, failed processes)."""
+    slices = [files[i::senders] for i in range(senders)]
+    start = time.perf_counter()
+    procs = [subprocess.Popen([_tool("storescu"), "-aec", aec, "127.0.0.1", str(port), *map(str, chunk)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for chunk in slices]
+    failures = 0
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            failures += 1
+            sys.stderr.write(err.decode(errors="replace")[-500:])
+    return time.perf_counter() - start, failures
+
+
+class Target:
+    """A receiver process started fresh (empty storage) for each run."""
+
+    def __init__(self, kind: str, workdir: Path, env: dict[str, str], extra: list[str]) -> None:
+        self.kind, self.workdir, self.env, self.extra = kind, workdir, env, extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.store: Path | None = None
+
+    def start(self) -> None:
+        self.port = _free_port()
+        self.store = Path(tempfile.mkdtemp(prefix=f"{self.kind}-", dir=self.workdir))
+        log = (self.store.parent / f"{self.store.name}.log").open("wb")
+        if self.kind == "node":
+            cmd = [sys.executable, "-m", "node", "--log-level", "WARNING", "serve", "--storage",
+                   str(self.store), "--port", str(self.port), "--bind", "127.0.0.1", "--aet", "HIPNODE",
+                   *self.extra]
+            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=log)
+        else:
+            cmd = [_tool("storescp"), "--fork", "-od", str(self.store), "-aet", "HIPNODE", *self.extra,
+                   str(self.port)]
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            echo = subprocess.run([_tool("echoscu"), "-aec", "HIPNODE", "127.0.0.1", str(self.port)],
+                                  capture_output=True, env=self.env)
+            if echo.returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                raise SystemExit(f"bench: {self.kind} exited at start (see {log.name})")
+            time.sleep(0.2)
+        raise SystemExit(f"bench: {self.kind} did not answer C-ECHO")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            if self.kind == "storescp":
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        if self.store is not None:
+            shutil.rmtree(self.store, ignore_errors=True)
+
+
+def throughput(target: Target, files: list[Path], senders: int, env: dict[str, str]) -> Run:
+    target.start()
+    try:
+        seconds, failures = send(target.port, "HIPNODE", files, senders, env)
+    finally:
+        target.stop()
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    return Run(target.kind, senders, len(files), megabytes, seconds, failures)
+
+
+def peak_rss(workdir: Path, env: dict[str, str], node_args: list[str], large_mb: float, count: int,
+             senders: int) -> tuple[float, float, int]:
+    """Node's RSS before and its peak (VmHWM, MB) while receiving ``count`` large images."""
+    files = make_images(workdir / "large", count, large_mb, "L")
+    target = Target("node", workdir, env, node_args)
+    target.start()
+    assert target.proc is not None
+    status = Path(f"/proc/{target.proc.pid}/status")
+
+    def read_kb(field: str) -> int:
+        for line in status.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        return 0
+
+    idle = read_kb("VmRSS") / 1024
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                peak[0] = max(peak[0], read_kb("VmRSS") / 1024, read_kb("VmHWM") / 1024)
+            except (OSError, ValueError):
+                return
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        _, failures = send(target.port, "HIPNODE", files, senders, env)
+    finally:
+        stop.set()
+        sampler.join()
+        target.stop()
+        shutil.rmtree(workdir / "large", ignore_errors=True)
+    return idle, peak[0], failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", type=int, default=200, help="instances per run")
+    parser.add_argument("--size-mb", type=float, default=10.0, help="size of each instance")
+    parser.add_argument("--senders", type=int, nargs="+", default=[1, 4], help="parallel storescu senders")
+    parser.add_argument("--large-mb", type=float, default=70.0, help="image size for the peak-RSS run")
+    parser.add_argument("--large-count", type=int, default=6)
+    parser.add_argument("--workdir", type=Path, default=None, help="where files and stores go (default: a temp dir)")
+    parser.add_argument("--storescp-pdu", type=int, default=131072,
+                        help="storescp's receive PDU size (the node accepts unlimited)")
+    parser.add_argument("--skip-rss", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hipnode-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    print(f"bench ingest: {args.count} x {args.size_mb:g} MB DX, senders {args.senders}, workdir {workdir}")
+    print(f"cpu count {os.cpu_count()}, load average at start {os.getloadavg()}")
+    try:
+        files = make_images(workdir / "images", args.count, args.size_mb, "B")
+        runs: list[Run] = []
+        for senders in args.senders:
+            for kind, extra in (("storescp", ["-pdu", str(args.storescp_pdu)]), ("node", [])):
+                result = throughput(Target(kind, workdir, env, extra), files, senders, env)
+                runs.append(result)
+                print(f"  {kind:9s} senders={senders}  {result.mb_per_s:7.1f} MB/s  {result.per_s:6.1f} inst/s  "
+                      f"({result.instances} in {result.seconds:.2f} s, failed senders {result.failures})  "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+        print("summary:")
+        for senders in args.senders:
+            dcmtk = next(r for r in runs if r.target == "storescp" and r.senders == senders)
+            node = next(r for r in runs if r.target == "node" and r.senders == senders)
+            ratio = node.mb_per_s / dcmtk.mb_per_s
+            print(f"  senders={senders}: node {node.mb_per_s:.1f} MB/s ({node.per_s:.1f}/s), storescp "
+                  f"{dcmtk.mb_per_s:.1f} MB/s ({dcmtk.per_s:.1f}/s), ratio {ratio:.2f} (target >= 0.8)")
+        if not args.skip_rss:
+            idle, peak, failures = peak_rss(workdir, env, [], args.large_mb, args.large_count, 2)
+            print(f"  peak RSS receiving {args.large_count} x {args.large_mb:g} MB from 2 senders: "
+                  f"{peak:.0f} MB (idle {idle:.0f} MB, failed senders {failures}; target <= 300 MB)")
+        print(f"load average at end {os.getloadavg()}")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
