@@ -7,6 +7,7 @@ results to come back into the post-op study and prints the URL to open. Runs
 until Ctrl-C, then stops and removes everything. Needs root (the stack lives in
 a private network namespace; only the viewer port is opened on the host).
 
+Exit status with ``--exit-after-results``: 0 results arrived, 3 none in time.
 ``--stand-in`` routes to DCMTK storescp instead and sends harness-built results
 (SEG, SR, colour SC), so the viewer can be seen before the pipeline exists.
 """
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if not (OHIF_DIST / "index.html").is_file():
         subprocess.run([str(HARNESS_DIR / "install.sh")], check=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # its per-attribute INFO lines drown the URL
     options = StackOptions(routing_mode=args.mode, receiver="storescp" if args.stand_in else "node",
                            viewer=True, host_listen=args.listen)
     with tempfile.TemporaryDirectory(prefix="hipnode-demo-") as tmp:
@@ -85,25 +87,27 @@ def run(args: argparse.Namespace) -> int:
         try:
             with HarnessStack(options) as stack:
                 log.info("stack up: Orthanc, %s, OHIF proxy", options.receiver)
+                started = time.monotonic()
                 stack.send_to_orthanc([pre, post], calling_aet="MODALITY")
                 if args.stand_in:
                     from harness.processes import wait_for
 
                     files = wait_for(lambda: len(f := stack.received_files()) >= 2 and f, 60, "the routed pair")
                     send_stand_in_results(stack, files, options.node_aet)  # type: ignore[arg-type]
-                started = time.monotonic()
                 url = f"{stack.viewer_base_url}/viewer?StudyInstanceUIDs={post_study}"
+                have_results = False
                 try:
                     found = wait_for_results(stack, post_study, ("SEG", "SR"), args.results_timeout)
-                    print(f"results in Orthanc after {time.monotonic() - started:.1f} s: "
+                    print(f"results in Orthanc {time.monotonic() - started:.1f} s after sending: "
                           + ", ".join(f"{m} x{len(v)}" for m, v in sorted(found.by_modality.items())))
+                    have_results = True
                 except TimeoutError:
                     print(f"no results after {args.results_timeout:.0f} s (is the analysis pipeline installed?); "
                           "the images are still in Orthanc", file=sys.stderr)
                 print(f"study list: {stack.viewer_base_url}/")
                 print(f"post-op study in OHIF: {url}", flush=True)
                 if args.exit_after_results:
-                    return 0
+                    return 0 if have_results else 3
                 print("Ctrl-C stops the demo and removes everything.", flush=True)
                 while True:
                     time.sleep(1)
