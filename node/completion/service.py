@@ -196,16 +196,11 @@ class CompletionService:
                 return None
             action = arrival_action(study.state, study.completion_count, self._policy)
             if action == ArrivalAction.IGNORE:
-                session.add(
-                    StudyEvent(
-                        study_pk=study.id,
-                        kind="reopen_refused",
-                        detail={
-                            "completion_count": study.completion_count,
-                            "max_reopen": self._policy.max_reopen,
-                        },
-                    )
-                )
+                detail = {
+                    "completion_count": study.completion_count,
+                    "max_reopen": self._policy.max_reopen,
+                }
+                session.add(StudyEvent(study_pk=study.id, kind="reopen_refused", detail=detail))
                 log.warning(
                     "late instance ignored: re-open limit reached",
                     extra={"study_instance_uid": uid, "completion_count": study.completion_count},
@@ -223,16 +218,8 @@ class CompletionService:
                     .execution_options(synchronize_session=False)
                 )
                 if reopened.rowcount == 1:
-                    session.add(
-                        StudyEvent(
-                            study_pk=study.id,
-                            kind="reopened",
-                            detail={
-                                "completion_count": study.completion_count,
-                                "due": due.isoformat(),
-                            },
-                        )
-                    )
+                    detail = {"completion_count": study.completion_count, "due": due.isoformat()}
+                    session.add(StudyEvent(study_pk=study.id, kind="reopened", detail=detail))
                     log.info(
                         "study re-opened by a late instance",
                         extra={

@@ -25,55 +25,16 @@ def openssl(*args: str, cwd: Path) -> None:
 
 def issue(pki: Path, name: str, ca: str) -> None:
     """A key and a certificate for ``name`` signed by the CA ``ca``."""
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        f"/CN={name}",
-        cwd=pki,
-    )
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        f"{name}.csr",
-        "-CA",
-        f"{ca}.crt",
-        "-CAkey",
-        f"{ca}.key",
-        "-CAcreateserial",
-        "-out",
-        f"{name}.crt",
-        "-days",
-        "2",
-        "-sha256",
-        cwd=pki,
-    )
+    openssl(*f"req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr".split(),
+            "-subj", f"/CN={name}", cwd=pki)  # fmt: skip
+    openssl(*f"x509 -req -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial".split(),
+            *f"-out {name}.crt -days 2 -sha256".split(), cwd=pki)  # fmt: skip
 
 
 def make_ca(pki: Path, name: str) -> None:
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.crt",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-        cwd=pki,
-    )
+    """A self-signed CA certificate and key."""
+    openssl(*f"req -x509 -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.crt".split(),
+            "-days", "2", "-subj", f"/CN={name}", cwd=pki)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
