@@ -87,8 +87,9 @@ def train(
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(data) > cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = max(1, cfg.epochs * len(loader))
+    warmup = max(1, min(20, total_steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
     )
     start = time.monotonic()
     losses: list[float] = []

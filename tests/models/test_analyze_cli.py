@@ -1,0 +1,186 @@
+"""``hipnode analyze`` end to end through real DICOM files, good and bad.
+
+The models here are tiny networks trained in the fixture on the toy dataset
+(``models/training/toydata.py``), so the test runs in seconds and does not
+depend on the committed reference weights; it exercises the real command,
+the real DICOM reader and onnxruntime. What it shows: the command's JSON/NPZ
+contract, and that every kind of bad input gives ``not_analysable`` with exit
+status 3 and no landmarks. It does not show accuracy on radiographs
+(``hipnode eval analyze`` does that).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+
+from models.algorithms.vocabulary import LANDMARKS, MEASUREMENTS, SEGMENTS
+from models.training.dataset import load_folder
+from models.training.export import export_model
+from models.training.toydata import toy_sample, write_toy_dataset
+from models.training.train import TrainConfig, train
+from node.cli import main
+from node.commands.analyze import EXIT_NOT_ANALYSABLE, EXIT_OK
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("analyze")
+    data = write_toy_dataset(root / "data", 12, seed=7)
+    samples = load_folder(data, SIZE)
+    for task, epochs in (("segment", 20), ("landmarks", 4)):
+        cfg = TrainConfig(task=task, epochs=epochs, batch_size=4, size=SIZE, base_channels=8, depth=3, lr=5e-3)
+        model, summary = train(samples, cfg)
+        export_model(model, task, root / "weights" / task, SIZE, "toy", {"run": summary})
+    return root / "weights"
+
+
+def write_dicom(path: Path, pixels: np.ndarray, **header: object) -> Path:
+    """A DX-like object with the given pixels (uint16 grey, or uint8 RGB when 3D)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "TOY", "DX", "PELVIS", "AP"
+    ds.ImagerPixelSpacing = [1.0, 1.0]
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    if pixels.ndim == 3:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+        arr = pixels.astype(np.uint8)
+    else:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        arr = pixels.astype(np.uint16)
+    ds.PixelRepresentation = 0
+    ds.PixelData = arr.tobytes()
+    for key, value in header.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def toy_pixels(seed: int = 123, post_op: bool = False) -> np.ndarray:
+    image, _, _ = toy_sample(np.random.default_rng(seed), post_op=post_op)
+    return np.clip(image * 1500 + 200, 0, 4095)
+
+
+def analyze(tmp_path: Path, dcm: Path, weights: Path, masks: bool = False) -> tuple[int, dict]:
+    out = tmp_path / "out.json"
+    argv = ["analyze", str(dcm), "--json", str(out), "--weights", str(weights)]
+    if masks:
+        argv += ["--masks", str(tmp_path / "masks.npz")]
+    rc = main(argv)
+    return rc, json.loads(out.read_text())
+
+
+def test_good_image_follows_the_contract(tmp_path: Path, weights: Path):
+    rc, result = analyze(tmp_path, write_dicom(tmp_path / "ok.dcm", toy_pixels()), weights, masks=True)
+    assert rc == EXIT_OK, result
+    assert "not_analysable" not in result
+    assert set(result["landmarks"]) == set(LANDMARKS)
+    assert set(result["measurements"]) == set(MEASUREMENTS)
+    assert result["calibration"] == "detector_plane"
+    for stage in ("checks", "preprocess", "segment", "landmarks", "measure", "total"):
+        assert result["timings_ms"][stage] >= 0
+    for value in result["landmarks"].values():
+        assert value is None or (len(value) == 2 and all(np.isfinite(value)))
+    with np.load(tmp_path / "masks.npz") as npz:
+        assert set(npz.files) == set(SEGMENTS)
+        assert npz["pelvis"].shape == (320, 384) and npz["pelvis"].dtype == bool and npz["pelvis"].any()
+
+
+def _chest_pixels() -> np.ndarray:
+    """A crude chest-like film: bright mediastinum and spine, dark lungs, rib arcs."""
+    rows, cols = 320, 384
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    img = np.full((rows, cols), 1800.0)
+    for cx in (110, 274):
+        img[((xx - cx) / 80) ** 2 + ((yy - 170) / 130) ** 2 <= 1] = 500.0
+    img[np.abs(xx - 192) < 18] = 2600.0
+    for k in range(8):
+        img[np.abs(yy - (60 + 30 * k) - 0.002 * (xx - 192) ** 2) < 4] += 700.0
+    return np.clip(img + np.random.default_rng(0).normal(0, 30, img.shape), 0, 4095)
+
+
+BAD_HEADERS = [
+    ("chest", {"BodyPartExamined": "CHEST"}, "body part"),
+    ("knee", {"BodyPartExamined": "KNEE"}, "body part"),
+    ("lateral", {"ViewPosition": "LL"}, "lateral"),
+    ("ct", {"Modality": "CT"}, "modality"),
+]
+
+
+@pytest.mark.parametrize(("case", "header", "reason"), BAD_HEADERS, ids=[c[0] for c in BAD_HEADERS])
+def test_header_says_not_a_pelvis(tmp_path: Path, weights: Path, case: str, header: dict, reason: str):
+    rc, result = analyze(tmp_path, write_dicom(tmp_path / f"{case}.dcm", toy_pixels(), **header), weights)
+    assert rc == EXIT_NOT_ANALYSABLE
+    assert reason in result["not_analysable"]
+    assert result["landmarks"] == {} and result["measurements"] == {}
+
+
+def test_chest_content_with_a_lying_header(tmp_path: Path, weights: Path):
+    """Header says PELVIS AP; the segmentation must find no pelvis in a chest-like image."""
+    rc, result = analyze(tmp_path, write_dicom(tmp_path / "chest.dcm", _chest_pixels()), weights)
+    assert rc == EXIT_NOT_ANALYSABLE
+    assert "pelvis" in result["not_analysable"] or "femoral head" in result["not_analysable"]
+    assert result["landmarks"] == {}
+
+
+def test_knee_sized_crop_with_a_lying_header(tmp_path: Path, weights: Path):
+    """A 120 mm field (a knee film's size class) cannot hold a pelvis: refused before inference."""
+    small = np.tile(toy_pixels()[200:300, 150:270], (3, 3))[:300, :300]
+    rc, result = analyze(tmp_path, write_dicom(tmp_path / "knee.dcm", small, ImagerPixelSpacing=[0.4, 0.4]), weights)
+    assert rc == EXIT_NOT_ANALYSABLE
+    assert "field of view" in result["not_analysable"]
+
+
+def test_colour_image(tmp_path: Path, weights: Path):
+    rgb = np.random.default_rng(0).integers(0, 255, (320, 384, 3))
+    rc, result = analyze(tmp_path, write_dicom(tmp_path / "rgb.dcm", rgb), weights)
+    assert rc == EXIT_NOT_ANALYSABLE and "grey-scale" in result["not_analysable"]
+
+
+def test_tiny_image(tmp_path: Path, weights: Path):
+    rc, result = analyze(tmp_path, write_dicom(tmp_path / "tiny.dcm", toy_pixels()[:64, :64]), weights)
+    assert rc == EXIT_NOT_ANALYSABLE and "too small" in result["not_analysable"]
+
+
+def test_blank_image(tmp_path: Path, weights: Path):
+    rc, result = analyze(tmp_path, write_dicom(tmp_path / "blank.dcm", np.full((320, 384), 1000)), weights)
+    assert rc == EXIT_NOT_ANALYSABLE and "blank" in result["not_analysable"]
+
+
+def test_unreadable_pixel_encoding(tmp_path: Path, weights: Path):
+    path = write_dicom(tmp_path / "jpeg.dcm", toy_pixels())
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+
+    ds = dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = encapsulate([b"\xff\xd8 this is not a jpeg stream \xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    rc, result = analyze(tmp_path, path, weights)
+    assert rc == EXIT_NOT_ANALYSABLE and "cannot be decoded" in result["not_analysable"]
+
+
+def test_missing_file_and_missing_weights(tmp_path: Path, weights: Path):
+    assert main(["analyze", str(tmp_path / "none.dcm"), "--json", str(tmp_path / "o.json")]) == 1
+    dcm = write_dicom(tmp_path / "ok.dcm", toy_pixels())
+    assert main(["analyze", str(dcm), "--json", str(tmp_path / "o.json"), "--weights", str(tmp_path / "nowhere")]) == 4

@@ -1,0 +1,98 @@
+"""The analyzer's decisions, from tables: header and pixel checks, content checks, null landmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
+from models.inference.analyzer import Header, content_problem, decide_landmarks, header_problem, measure, pixel_problem
+from models.inference.landmarks import LandmarkOutput
+from models.inference.preprocess import grid_transform
+from models.inference.segmentation import SegmentationOutput
+
+HEADERS = [
+    (Header("DX", "PELVIS", "AP"), None),
+    (Header("CR", "", ""), None),
+    (Header("DX", "HIP", "PA"), None),
+    (Header("DX", "CHEST", "PA"), "body part"),
+    (Header("CR", "KNEE", "AP"), "body part"),
+    (Header("DX", "PELVIS", "LL"), "lateral"),
+    (Header("DX", "HIP", "LATERAL"), "lateral"),
+    (Header("MR", "PELVIS", ""), "modality"),
+]
+
+
+@pytest.mark.parametrize(("header", "reason"), HEADERS)
+def test_header_table(header: Header, reason: str | None):
+    got = header_problem(header)
+    assert (got is None) if reason is None else (reason in got)
+
+
+def test_pixel_checks():
+    rng = np.random.default_rng(0)
+    ok = rng.random((400, 500)).astype(np.float32)
+    assert pixel_problem(ok, (0.5, 0.5)) is None
+    assert "too small" in pixel_problem(ok[:100], (0.5, 0.5))
+    assert "field of view" in pixel_problem(ok, (0.2, 0.2))
+    assert "blank" in pixel_problem(np.full((400, 500), 3.0, np.float32), None)
+    nan = ok.copy()
+    nan[0, 0] = np.nan
+    assert "non-finite" in pixel_problem(nan, None)
+
+
+def _seg(maps: dict[str, np.ndarray], size: int = 64) -> SegmentationOutput:
+    probs = np.zeros((len(SEGMENTS), size, size), np.float32)
+    for name, m in maps.items():
+        probs[SEGMENTS.index(name)] = m
+    return SegmentationOutput(probs, grid_transform((size, size), (1.0, 1.0), size), SEGMENTS)
+
+
+def _box(y0: int, y1: int, x0: int, x1: int, size: int = 64) -> np.ndarray:
+    m = np.zeros((size, size), np.float32)
+    m[y0:y1, x0:x1] = 1.0
+    return m
+
+
+def test_content_needs_a_pelvis_and_a_hip():
+    assert "no pelvis" in content_problem(_seg({}))
+    assert "femoral head" in content_problem(_seg({"pelvis": _box(5, 40, 5, 60)}))
+    assert content_problem(_seg({"pelvis": _box(5, 40, 5, 60), "femoral_head_left": _box(40, 46, 40, 46)})) is None
+    assert content_problem(_seg({"pelvis": _box(5, 40, 5, 60), "implant_right": _box(40, 50, 10, 16)})) is None
+    assert "implausible" in content_problem(_seg({"pelvis": _box(0, 64, 0, 64)}))
+
+
+def _landmarks(presence: float = 0.9) -> LandmarkOutput:
+    xy = {n: (10.0 + i, 20.0) for i, n in enumerate(LANDMARKS)}
+    return LandmarkOutput(xy, xy, {n: presence for n in LANDMARKS})
+
+
+def test_implant_points_are_null_without_an_implant():
+    seg = _seg({"pelvis": _box(5, 40, 5, 60), "implant_left": _box(40, 60, 40, 48)})
+    out = decide_landmarks(_landmarks(), seg)
+    assert set(out) == set(LANDMARKS)
+    for name in ("cup_rim_lateral", "cup_rim_medial", "stem_tip"):
+        assert out[f"{name}_right"] is None
+        assert out[f"{name}_left"] is not None
+    assert out["femoral_head_centre_right"] == (10.0 + LANDMARKS.index("femoral_head_centre_right"), 20.0)
+
+
+def test_weak_discs_and_out_of_field_points_are_null():
+    seg = _seg({"pelvis": _box(5, 40, 5, 60)})
+    assert all(v is None for v in decide_landmarks(_landmarks(0.2), seg).values())
+    far = _landmarks()
+    far.source_xy["pubic_symphysis"] = (200.0, 20.0)
+    assert decide_landmarks(far, seg)["pubic_symphysis"] is None
+
+
+def test_measure_without_calibration_keeps_angles_only():
+    lm = {n: None for n in LANDMARKS}
+    lm.update({"ischial_tuberosity_right": (10.0, 100.0), "ischial_tuberosity_left": (90.0, 100.0),
+               "femoral_head_centre_right": (20.0, 60.0), "acetabular_lateral_edge_right": (12.0, 45.0),
+               "lesser_trochanter_right": (25.0, 110.0), "lesser_trochanter_left": (75.0, 112.0)})
+    no_cal = measure(lm, None, {})
+    assert no_cal["lateral_centre_edge_angle_right"] is not None
+    assert no_cal["hip_centre_height_right"] is None and no_cal["leg_length_discrepancy"] is None
+    cal = measure(lm, (0.5, 0.5), {})
+    assert cal["hip_centre_height_right"] == pytest.approx(20.0)
+    assert cal["leg_length_discrepancy"] == pytest.approx(-1.0)
