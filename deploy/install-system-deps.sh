@@ -2,7 +2,7 @@
 # Debian packages the node's tests and harness use: DCMTK (storescu/echoscu/storescp),
 # dicom3tools (dciodvfy/dcentvfy), pixelmed (SR validator), Orthanc + plugins, Chromium.
 set -euo pipefail
-pkgs=(dcmtk dicom3tools pixelmed-apps orthanc orthanc-dicomweb orthanc-python chromium iproute2 util-linux)
+pkgs=(dcmtk dicom3tools pixelmed-apps orthanc orthanc-dicomweb orthanc-python chromium iproute2 util-linux nodejs)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -5,17 +5,21 @@
 # Debian packages (Orthanc + plugins, DCMTK, Chromium, iproute2) come from deploy/install-system-deps.sh.
 set -euo pipefail
 OHIF_VERSION="${OHIF_VERSION:-3.13.2}"
-PLAYWRIGHT_VERSION="${PLAYWRIGHT_VERSION:-1.65.1}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="$here/.cache"
 mkdir -p "$cache"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
-command -v npm >/dev/null 2>&1 || {
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || {
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q nodejs npm
 }
+
+# playwright-core 1.62+ needs Node 20; Debian 12's own nodejs is 18.
+if [ -z "${PLAYWRIGHT_VERSION:-}" ]; then
+  if [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; then PLAYWRIGHT_VERSION=1.65.1; else PLAYWRIGHT_VERSION=1.60.0; fi
+fi
 
 # OHIF: a marker file names the installed version, so a re-run is a no-op.
 if [ "$(cat "$cache/ohif/.version" 2>/dev/null || true)" != "$OHIF_VERSION" ]; then
