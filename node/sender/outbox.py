@@ -86,10 +86,15 @@ class Claimed:
 def claim_due(
     session_factory: sessionmaker,
     now: dt.datetime,
-    skip_destinations: Collection[str] = (),
+    *,
+    only: Collection[str] | None = None,
+    skip: Collection[str] = (),
     limit: int = 64,
 ) -> list[Claimed]:
-    """Move due pending rows to 'sending' (one conditional UPDATE each) and return them."""
+    """Move due pending rows to 'sending' (one conditional UPDATE each) and return them.
+
+    ``only`` restricts to those destination names, ``skip`` leaves those out.
+    """
     claimed: list[Claimed] = []
     with session_factory() as session:
         query = (
@@ -98,8 +103,10 @@ def claim_due(
             .order_by(Delivery.next_attempt_at, Delivery.id)
             .limit(limit)
         )
-        if skip_destinations:
-            query = query.where(Delivery.destination.not_in(list(skip_destinations)))
+        if only is not None:
+            query = query.where(Delivery.destination.in_(list(only)))
+        if skip:
+            query = query.where(Delivery.destination.not_in(list(skip)))
         for row in session.scalars(query).all():
             taken = session.execute(
                 update(Delivery)

@@ -1,12 +1,15 @@
-"""The result sender: a thread that drains the durable outbox by C-STORE.
+"""The result sender: threads that drain the durable outbox by C-STORE.
 
-Each pass claims the due pending rows, sends them one association per
-destination and batch, and records every attempt: done, pending again after a
-jittered exponential backoff, or dead (the dead-letter list, shown by
+One lane (thread) per enabled destination, so a destination that hangs until
+its timeouts never delays the others. Each pass of a lane claims that
+destination's due pending rows, sends them over one association per batch, and
+records every attempt as soon as it ends: done, pending again after a jittered
+exponential backoff, or dead (the dead-letter list, shown by
 ``hipnode outbox list --state dead`` and re-queued by ``hipnode outbox retry``).
-A row is claimed before it is sent, so after a crash rows stuck in 'sending' go
-back to pending on start: delivery is at least once, and a PACS that keeps the
-first copy of a SOP Instance UID ends up with exactly one.
+Rows naming no configured destination go dead at once; rows of a disabled
+destination wait. A row is claimed before it is sent, so after a crash rows
+stuck in 'sending' go back to pending on start: delivery is at least once, and
+a PACS that keeps the first copy of a SOP Instance UID ends up with exactly one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -43,12 +47,12 @@ class OutboxSender:
         self._session_factory = session_factory
         self._destinations: dict[str, Destination] = {d.name: d for d in settings.destinations}
         self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wakes: list[threading.Event] = []
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Recover rows a dead process left 'sending', then start the sending thread."""
-        if self._thread is not None:
+        """Recover rows a dead process left 'sending', then start one lane per destination."""
+        if self._threads:
             return
         recovered = recover_sending(self._session_factory)
         if recovered:
@@ -56,64 +60,72 @@ class OutboxSender:
                 "deliveries interrupted mid-send put back to pending", extra={"count": recovered}
             )
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="outbox-sender", daemon=True)
-        self._thread.start()
+        lanes: list[tuple[str, Callable[[], int]]] = [("outbox-unknown", self.run_unknown)]
+        for destination in self._settings.destinations:
+            if destination.enabled:
+                lanes.append(
+                    (f"outbox-{destination.name}", partial(self.run_destination, destination))
+                )
+        for name, step in lanes:
+            wake = threading.Event()
+            thread = threading.Thread(target=self._lane, args=(step, wake), name=name, daemon=True)
+            self._wakes.append(wake)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish the association in progress and stop; unsent rows stay queued."""
-        if self._thread is None:
-            return
+        """Finish the associations in progress and stop; unsent rows stay queued."""
         self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        self._thread = None
+        for wake in self._wakes:
+            wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads, self._wakes = [], []
 
     def wake(self) -> None:
         """Look for due rows now (call after enqueueing) instead of at the next poll."""
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
 
-    def _loop(self) -> None:
+    def _lane(self, step: Callable[[], int], wake: threading.Event) -> None:
         while not self._stop.is_set():
             try:
-                sent = self.run_once()
+                sent = step()
             except Exception:  # the database may be locked or gone for a moment; keep going
                 log.exception("outbox pass failed")
                 sent = 0
             if not sent:
-                self._wake.wait(self._settings.outbox.poll_seconds)
-                self._wake.clear()
+                wake.wait(self._settings.outbox.poll_seconds)
+                wake.clear()
 
     def run_once(self) -> int:
-        """One pass: claim due rows, send them, record results; returns rows attempted."""
-        disabled = [d.name for d in self._settings.destinations if not d.enabled]
-        claimed = claim_due(self._session_factory, utcnow(), skip_destinations=disabled)
-        by_destination: dict[str, list[Claimed]] = {}
-        for row in claimed:
-            by_destination.setdefault(row.destination, []).append(row)
-        for name, rows in by_destination.items():
-            destination = self._destinations.get(name)
-            if destination is None:
-                error = f"destination {name!r} is not configured (settings.destinations)"
-                for row in rows:
-                    self._record(
-                        row,
-                        SendResult(row.id, failure=Failure.UNKNOWN_DESTINATION, error=error),
-                        name,
-                    )
-                continue
-            for start in range(0, len(rows), MAX_BATCH):
-                chunk = rows[start : start + MAX_BATCH]
-                items = [
-                    OutgoingFile(r.id, r.sop_instance_uid, self._resolve(r.path)) for r in chunk
-                ]
-                by_id = {r.id: r for r in chunk}
-                send_batch(
-                    self._settings,
-                    destination,
-                    items,
-                    on_result=partial(self._record_from, by_id, name),
-                )
-        return len(claimed)
+        """One pass over every lane in this thread (tools and tests); returns rows attempted."""
+        enabled = [d for d in self._settings.destinations if d.enabled]
+        return self.run_unknown() + sum(self.run_destination(d) for d in enabled)
+
+    def run_unknown(self) -> int:
+        """Dead-letter due rows that name no configured destination."""
+        rows = claim_due(self._session_factory, utcnow(), skip=list(self._destinations))
+        for row in rows:
+            error = f"destination {row.destination!r} is not configured (settings.destinations)"
+            result = SendResult(row.id, failure=Failure.UNKNOWN_DESTINATION, error=error)
+            self._record(row, result, row.destination)
+        return len(rows)
+
+    def run_destination(self, destination: Destination) -> int:
+        """Send the due rows of one destination, one association per batch."""
+        rows = claim_due(self._session_factory, utcnow(), only=[destination.name])
+        for start in range(0, len(rows), MAX_BATCH):
+            chunk = rows[start : start + MAX_BATCH]
+            items = [OutgoingFile(r.id, r.sop_instance_uid, self._resolve(r.path)) for r in chunk]
+            by_id = {r.id: r for r in chunk}
+            send_batch(
+                self._settings,
+                destination,
+                items,
+                on_result=partial(self._record_from, by_id, destination.name),
+            )
+        return len(rows)
 
     def _resolve(self, path: str) -> Path:
         p = Path(path)

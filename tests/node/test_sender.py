@@ -6,6 +6,7 @@ Real associations on free ports, a real SQLite catalogue, real DICOM files.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -426,3 +427,38 @@ def test_enqueue_does_not_commit_for_the_caller(store, sessions) -> None:
         enqueue(s, uid, rel, "pacs")
         s.rollback()
     assert rows(sessions) == []
+
+
+def test_hanging_destination_does_not_delay_the_others(store, sessions, senders, scps) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts TCP, never answers the A-ASSOCIATE
+    accepted: list[socket.socket] = []
+    acceptor = threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True)
+    acceptor.start()
+    good = FakeScp()
+    scps.append(good)
+    [(uid, rel)] = write_results(store, 1)
+    with sessions() as s:
+        enqueue(s, uid, rel, "hanging")
+        enqueue(s, uid, rel, "pacs")
+        s.commit()
+    settings = node_settings(store, good.port)
+    settings.destinations.append(
+        settings.destinations[0].model_copy(
+            update={"name": "hanging", "port": silent.getsockname()[1]}
+        )
+    )
+    settings.timeouts.acse_seconds = 6
+    try:
+        sender = start_sender(senders, settings, sessions)
+        wait_for(
+            lambda: rows(sessions)[1].state == DeliveryState.DONE, timeout=20, msg="good delivered"
+        )
+        hanging = rows(sessions)[0]
+        assert hanging.state == DeliveryState.SENDING  # still waiting for the silent peer
+        wait_for(lambda: rows(sessions)[0].last_error is not None, timeout=30, msg="ACSE timeout")
+        sender.stop(timeout=30)
+        assert rows(sessions)[0].state == DeliveryState.PENDING and good.received == [uid]
+    finally:
+        for conn in accepted:
+            conn.close()
+        silent.close()
