@@ -382,6 +382,7 @@ class CompletionService:
                     Study.state == StudyState.COMPLETE,
                     Study.completed_at.is_not(None),
                     Study.last_received_at > Study.completed_at,
+                    Study.completion_count <= self._policy.max_reopen,  # may still re-open
                 )
             ):
                 late.append(

@@ -281,3 +281,16 @@ def test_on_instance_stored_does_not_block(tmp_path, sessions, services) -> None
         lambda: study_row(sessions).state == StudyState.COMPLETE, msg="completion after the lock"
     )
     assert len(jobs(sessions)) == 1
+
+
+def test_late_arrival_lost_in_a_crash_reopens_after_restart(tmp_path, sessions, services) -> None:
+    add_instance(sessions)
+    with sessions() as s:  # completed once, then a late instance committed but never announced
+        study = s.scalar(select(Study))
+        study.state, study.completion_count = StudyState.COMPLETE, 1
+        study.completed_at = utcnow() - dt.timedelta(minutes=5)
+        s.commit()
+    add_instance(sessions)
+    started(services, settings(tmp_path, quiet_seconds=0.3), sessions)
+    wait_for(lambda: study_row(sessions).completion_count == 2, msg="re-completion after restart")
+    assert [e.kind for e in events(sessions)] == ["reopened", "completed"]
