@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,7 +279,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     for needed in (LABEL_PELVIS, LABEL_FEMUR):
         if not (label == needed).any():
             raise VolumeFormatError(f"{volume.name}: label {needed} (pelvis/femur) is missing")
-    rng = np.random.default_rng(abs(hash(volume.name)) % (2**32))
+    rng = np.random.default_rng(zlib.crc32(volume.name.encode()))
     pelvis = label == LABEL_PELVIS
     sacrum = label == LABEL_SACRUM
     spine = label == LABEL_SPINE

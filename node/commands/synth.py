@@ -1,0 +1,135 @@
+"""``hipnode synth``: synthetic AP pelvis pairs (or a training dataset) with exact ground truth.
+
+Pairs: ``DIR/pair_NNN/{pre.dcm, post.dcm, pre.json, post.json, pre_masks.npz,
+post_masks.npz, pair.json}`` (spec "Command contracts"). Dataset:
+``--dataset DIR --samples N`` writes docs/training-data.md's format instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LABEL_ROOT = Path("../shared/data/pelvic-ref")
+
+
+def default_labels() -> list[str]:
+    """The pelvic-ref label maps, relative to the project root (or the current directory)."""
+    for root in (Path(__file__).resolve().parents[2] / DEFAULT_LABEL_ROOT, DEFAULT_LABEL_ROOT):
+        found = sorted(str(p) for p in root.glob("*/label.mhd"))
+        if found:
+            return found
+    return []
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", action="append", metavar="PATH", help="MetaImage label map (.mhd or its folder); repeatable; default: all of ../shared/data/pelvic-ref")
+    parser.add_argument("--ct", metavar="PATH", help="CT volume (NIfTI, HU) rendered as one rigid body instead of label maps")
+    parser.add_argument("--out", metavar="DIR", help="output folder for pairs")
+    parser.add_argument("--pairs", type=int, default=1, help="number of pre/post pairs (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same output")
+    parser.add_argument("--size", type=int, default=None, metavar="PX", help="image width in pixels (default 2500: full size, 0.15 mm pixels)")
+    parser.add_argument("--modality", choices=("DX", "CR"), default="DX", help="DX For Presentation (default) or CR")
+    parser.add_argument("--dataset", metavar="DIR", help="build a training dataset (docs/training-data.md) instead of pairs")
+    parser.add_argument("--samples", type=int, default=100, help="dataset samples (with --dataset)")
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    if args.dataset is None and args.out is None:
+        return "give --out DIR (pairs) or --dataset DIR (training data)"
+    if args.pairs < 1:
+        return "--pairs must be at least 1"
+    if args.size is not None and not 64 <= args.size <= 4096:
+        return "--size must be between 64 and 4096 pixels"
+    if args.ct is not None and args.dataset is not None:
+        return "--ct renders pairs only; it cannot build a training dataset"
+    if args.ct is not None and not Path(args.ct).is_file():
+        return f"--ct {args.ct}: no such file"
+    for path in args.labels or []:
+        p = Path(path)
+        if not (p.is_file() or (p / "label.mhd").is_file()):
+            return f"--labels {path}: no MetaImage header (.mhd) there"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _check(args)
+    if problem:
+        log.error(problem)
+        return 2
+    labels = [str(p) for p in (args.labels or default_labels())]
+    if not labels and args.ct is None:
+        log.error("no label maps: pass --labels PATH (default folder ../shared/data/pelvic-ref not found)")
+        return 2
+    from models.synth.volume_io import VolumeFormatError
+
+    try:
+        if args.dataset is not None:
+            from models.synth.dataset import build_dataset
+
+            start = time.perf_counter()
+            n = build_dataset(labels, args.dataset, args.samples, args.size or 512, args.seed)
+            log.info("wrote %d samples to %s in %.1f s", n, args.dataset, time.perf_counter() - start)
+            return 0
+        return _write_pairs(args, labels)
+    except VolumeFormatError as exc:
+        log.error("cannot read the input volume: %s", exc)
+        return 2
+
+
+def _write_pairs(args: argparse.Namespace, labels: list[str]) -> int:
+    from models.synth.generator import render_pair
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for index in range(args.pairs):
+        rng = np.random.default_rng([int(args.seed), index])
+        start = time.perf_counter()
+        if args.ct is not None:
+            from models.synth.ct import load_ct_body, render_ct_pair
+
+            pair = render_ct_pair(load_ct_body(args.ct), rng, args.size)
+        else:
+            from models.synth.anatomy import load_anatomy
+
+            anatomy = load_anatomy(labels[int(rng.integers(len(labels)))])
+            pair = render_pair(anatomy, rng, args.size)
+        write_pair(pair, out / f"pair_{index:03d}", args.seed, index, args.modality, rng)
+        log.info("pair %d written in %.2f s", index, time.perf_counter() - start)
+    return 0
+
+
+def write_pair(pair, folder: Path, seed: int, index: int, modality: str, rng: np.random.Generator) -> None:
+    """Write one pair's DICOM, ground-truth JSON, mask NPZ and ``pair.json``."""
+    from models.algorithms.measurements import delta_measurements
+    from models.synth.dicom_writer import exam_dataset, identity_for
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = f"SYN{seed % 10**6:06d}{index:04d}"
+    name = f"Synthetic^Hip{index:04d}"
+    sex = "F" if rng.random() < 0.55 else "M"
+    birth = dt.date(1940, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365 * 40)))
+    pre_when = dt.datetime(2021, 1, 4, 8, 0) + dt.timedelta(days=int(rng.integers(0, 900)), minutes=int(rng.integers(0, 600)))
+    post_when = pre_when + dt.timedelta(days=int(rng.integers(30, 400)), minutes=int(rng.integers(0, 300)))
+    for exam, when, label in ((pair.pre, pre_when, "pre"), (pair.post, post_when, "post")):
+        who = identity_for([str(seed), str(index), label], pid, name, birth.strftime("%Y%m%d"), sex, when,
+                           "AP pelvis pre-op (synthetic)" if label == "pre" else "AP pelvis post-op (synthetic)")
+        ds = exam_dataset(exam, who, modality)
+        ds.save_as(folder / f"{label}.dcm", enforce_file_format=True)
+        (folder / f"{label}.json").write_text(json.dumps(exam.ground_truth_json(), indent=1))
+        np.savez_compressed(folder / f"{label}_masks.npz", **{k: v.astype(bool) for k, v in exam.masks.items()})
+    pair_json = {
+        "pelvis_points_pre": [[float(x), float(y)] for x, y in pair.points_pre],
+        "pelvis_points_post": [[float(x), float(y)] for x, y in pair.points_post],
+        "delta_measurements": delta_measurements(pair.pre.measurements, pair.post.measurements),
+        "anatomy": pair.pre.info.get("anatomy"),
+    }
+    (folder / "pair.json").write_text(json.dumps(pair_json, indent=1))
