@@ -19,8 +19,9 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 ANALYZE_STUDY = "analyze_study"
 # A timer may fire a hair before the stored deadline (clock granularity).
 _DUE_TOLERANCE = dt.timedelta(milliseconds=20)
+_MAX_TRIES = 5
+_RETRY_PAUSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class _Arrival:
     study_instance_uid: str
     expected_view: bool
     received_at: dt.datetime
+    tries: int = 0  # failed attempts to persist it
 
 
 CompletionHook = Callable[[CompletedStudy], None]
@@ -154,8 +158,16 @@ class CompletionService:
             try:
                 if arrivals:
                     self._register(arrivals)
-            except Exception:  # a database hiccup must not kill the thread; start() recovers
-                log.exception("could not persist study arrivals", extra={"count": len(arrivals)})
+            except Exception:  # a database hiccup must not kill the thread
+                retry = [replace(a, tries=a.tries + 1) for a in arrivals if a.tries < _MAX_TRIES]
+                log.exception(
+                    "could not persist study arrivals",
+                    extra={"count": len(arrivals), "retrying": len(retry)},
+                )
+                if retry and not stopping:  # dropped ones are found again by start()'s scan
+                    time.sleep(_RETRY_PAUSE_SECONDS)
+                    for arrival in retry:
+                        self._arrivals.put(arrival)
             finally:
                 for _ in batch:
                     self._arrivals.task_done()

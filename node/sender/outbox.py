@@ -173,6 +173,19 @@ def recover_sending(session_factory: sessionmaker) -> int:
         return result.rowcount
 
 
+def release_claims(session_factory: sessionmaker, ids: Collection[int]) -> int:
+    """Put rows this process claimed but could not finish back to pending (after an error)."""
+    with session_factory() as session:
+        result = session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.state == DeliveryState.SENDING)
+            .values(state=DeliveryState.PENDING, next_attempt_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        return result.rowcount
+
+
 def list_deliveries(
     session: Session, states: Sequence[DeliveryState] = (), destination: str | None = None
 ) -> list[Delivery]:

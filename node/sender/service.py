@@ -24,7 +24,13 @@ from pathlib import Path
 from sqlalchemy.orm import sessionmaker
 
 from node.config import Destination, Settings
-from node.sender.outbox import Claimed, claim_due, record_attempt, recover_sending
+from node.sender.outbox import (
+    Claimed,
+    claim_due,
+    record_attempt,
+    recover_sending,
+    release_claims,
+)
 from node.sender.retry import backoff_seconds, next_outcome
 from node.sender.scu import MAX_BATCH, OutgoingFile, SendResult, send_batch
 from node.sender.status import Failure, Outcome
@@ -115,16 +121,27 @@ class OutboxSender:
     def run_destination(self, destination: Destination) -> int:
         """Send the due rows of one destination, one association per batch."""
         rows = claim_due(self._session_factory, utcnow(), only=[destination.name])
-        for start in range(0, len(rows), MAX_BATCH):
-            chunk = rows[start : start + MAX_BATCH]
-            items = [OutgoingFile(r.id, r.sop_instance_uid, self._resolve(r.path)) for r in chunk]
-            by_id = {r.id: r for r in chunk}
-            send_batch(
-                self._settings,
-                destination,
-                items,
-                on_result=partial(self._record_from, by_id, destination.name),
-            )
+        try:
+            for start in range(0, len(rows), MAX_BATCH):
+                chunk = rows[start : start + MAX_BATCH]
+                items = [
+                    OutgoingFile(r.id, r.sop_instance_uid, self._resolve(r.path)) for r in chunk
+                ]
+                by_id = {r.id: r for r in chunk}
+                send_batch(
+                    self._settings,
+                    destination,
+                    items,
+                    on_result=partial(self._record_from, by_id, destination.name),
+                )
+        except Exception:
+            # e.g. the catalogue was locked while recording: unrecorded rows must not stay
+            # 'sending' until the next restart (at-least-once: they are sent again)
+            try:
+                release_claims(self._session_factory, [r.id for r in rows])
+            except Exception:
+                log.exception("could not release claimed deliveries; restart recovers them")
+            raise
         return len(rows)
 
     def _resolve(self, path: str) -> Path:

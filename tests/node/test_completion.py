@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from node.completion import CompletedStudy, CompletionService
@@ -294,3 +295,24 @@ def test_late_arrival_lost_in_a_crash_reopens_after_restart(tmp_path, sessions, 
     started(services, settings(tmp_path, quiet_seconds=0.3), sessions)
     wait_for(lambda: study_row(sessions).completion_count == 2, msg="re-completion after restart")
     assert [e.kind for e in events(sessions)] == ["reopened", "completed"]
+
+
+def test_database_hiccup_while_persisting_an_arrival_is_retried(
+    tmp_path, sessions, services
+) -> None:
+    failures = {"left": 0}
+
+    def flaky_sessions():  # the catalogue is briefly unavailable for the arrival thread
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+        return sessions()
+
+    service = started(services, settings(tmp_path, quiet_seconds=0.3), flaky_sessions)
+    add_instance(sessions)
+    failures["left"] = 2
+    service.on_instance_stored(STUDY, expected_view=False)
+    wait_for(
+        lambda: study_row(sessions).state == StudyState.COMPLETE, msg="completion after retries"
+    )
+    assert failures["left"] == 0

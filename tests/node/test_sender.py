@@ -20,6 +20,7 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, evt
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from node.config import Settings
@@ -462,3 +463,28 @@ def test_hanging_destination_does_not_delay_the_others(store, sessions, senders,
         for conn in accepted:
             conn.close()
         silent.close()
+
+
+def test_rows_are_released_when_recording_fails(
+    store, sessions, senders, scps, monkeypatch
+) -> None:
+    import node.sender.service as service_module
+
+    real = service_module.record_attempt
+    calls = {"n": 0}
+
+    def flaky_record(*args, **kwargs):  # the catalogue is locked once while recording a result
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("UPDATE delivery", {}, Exception("database is locked"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "record_attempt", flaky_record)
+    scp = FakeScp()
+    scps.append(scp)
+    files = write_results(store, 2)
+    queue_all(sessions, files)
+    start_sender(senders, node_settings(store, scp.port), sessions)
+    wait_for(lambda: all(r.state == DeliveryState.DONE for r in rows(sessions)), msg="delivered")
+    # the object whose result could not be recorded was sent again (at least once)
+    assert sorted(Counter(scp.received).values()) == [1, 2]
