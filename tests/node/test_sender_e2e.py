@@ -48,9 +48,12 @@ def test_queued_results_survive_kill_and_outage(
             uids.append(uid)
             enqueue(s, uid, f"results/r{i}.dcm", "pacs")
         s.commit()
-    wait_for(lambda: all(d.attempts >= 1 for d in deliveries(node)), msg="first failed attempts")
+    wait_for(
+        lambda: all(d.attempts >= 1 and d.last_error for d in deliveries(node)),
+        msg="a recorded failed attempt each (destination down)",
+    )
     assert all(d.state != DeliveryState.DONE for d in deliveries(node))
-    node.kill()
+    node.kill()  # SIGKILL, possibly in the middle of a retry: rows may be left 'sending'
 
     received = tmp_path / "received"
     received.mkdir()
