@@ -27,7 +27,13 @@ from models.align.homography import (
     weighted_normalized_dlt,
 )
 from models.align.matching import Matcher, Matches
-from models.align.refine import irls_weighted_dlt, masked_ecc, metal_mask
+from models.align.refine import (
+    coverage_weights,
+    irls_weighted_dlt,
+    masked_ecc,
+    metal_mask,
+    weighted_geometric_refine,
+)
 
 ALIGN_METHODS: tuple[str, ...] = ("plain", "filtered", "weighted", "ours")
 VERSION = "1.0.0"
@@ -37,12 +43,14 @@ VERSION = "1.0.0"
 class AlignSettings:
     """Thresholds of the trust checks; fractions are of the post-op image diagonal."""
 
-    ransac_threshold_fraction: float = 0.004
+    ransac_threshold_fraction: float = 0.015  # out-of-plane pelvic rotation bends the ring ~1% of the diagonal
     min_matches: int = 12
     min_inliers: int = 12
     min_pelvis_inliers: int = 8  # inliers with P_pre >= 0.5 and P_post >= 0.5
     min_pelvis_area_fraction: float = 0.02  # of the image, pixels with P >= 0.5
     use_ecc: bool = True
+    refine: str = "geometric"  # "irls" (iteratively reweighted DLT) or "geometric" (robust weighted LM)
+    coverage_radius_fraction: float = 0.06  # > 0: balance match density within this radius (of the diagonal)
 
 
 def pelvis_found(probability: np.ndarray, settings: AlignSettings) -> bool:
@@ -80,8 +88,14 @@ def estimate_homography(
     if method == "weighted":
         return weighted_normalized_dlt(s, d, weights[inliers]), inliers
     if method == "ours":
-        h = weighted_normalized_dlt(s, d, weights[inliers])
-        return irls_weighted_dlt(s, d, weights[inliers], h), inliers
+        w = weights[inliers]
+        if settings.coverage_radius_fraction > 0:
+            w = w * coverage_weights(d, settings.coverage_radius_fraction * threshold_px / settings.ransac_threshold_fraction)
+        h = weighted_normalized_dlt(s, d, w)
+        h = irls_weighted_dlt(s, d, w, h)
+        if settings.refine == "geometric":
+            h = weighted_geometric_refine(s, d, w, h, scale_px=threshold_px / 2)
+        return h, inliers
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ALIGN_METHODS)}")
 
 

@@ -58,6 +58,21 @@ def irls_weighted_dlt(
     return h
 
 
+def coverage_weights(points: np.ndarray, radius_px: float) -> np.ndarray:
+    """1 / (number of points within ``radius_px``): evens out where matches cluster.
+
+    The error that matters is spread over the whole pelvic ring, but matches
+    crowd into textured regions; without balancing, a dense cluster decides
+    the homography for the rest of the ring under out-of-plane rotation.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if len(points) == 0:
+        return np.zeros(0)
+    d2 = np.sum((points[:, None, :] - points[None, :, :]) ** 2, axis=-1)
+    counts = np.sum(d2 <= radius_px**2, axis=1)
+    return 1.0 / counts
+
+
 def metal_mask(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
     """Pixels much denser than bone (implants), slightly dilated; empty on a native hip.
 
@@ -160,3 +175,43 @@ def masked_ecc(
     if not np.isfinite(shift) or shift > limit:
         return EccResult(h0, False, before, after, f"ECC moved the pelvis by {shift:.1f} px (limit {limit:.1f})")
     return EccResult(h_new, True, before, after, "accepted")
+
+
+def weighted_geometric_refine(
+    src: np.ndarray, dst: np.ndarray, weights: np.ndarray, h0: np.ndarray, scale_px: float = 2.0,
+) -> np.ndarray:
+    """Robust weighted reprojection-error homography, started from ``h0``.
+
+    Minimizes ``sum_i w_i * rho(|H x_i - x'_i|^2)`` with a Cauchy ``rho`` of
+    scale ``scale_px``: the error the evaluation measures (distance in the
+    post-op image) rather than the DLT's algebraic error, with the pelvis
+    weights kept and gross stragglers bounded.
+    """
+    from scipy.optimize import least_squares
+
+    from models.align.homography import normalization_matrix
+
+    weights = np.asarray(weights, dtype=np.float64)
+    used = weights > 0
+    if int(used.sum()) < 4:
+        return np.asarray(h0, dtype=np.float64)
+    s, d, root_w = src[used], dst[used], np.sqrt(weights[used] / weights[used].max())
+    t_src = normalization_matrix(s)
+    t_dst = normalization_matrix(d)
+    hn0 = t_dst @ np.asarray(h0, dtype=np.float64) @ np.linalg.inv(t_src)
+    hn0 = hn0 / hn0[2, 2]
+    s_n = apply_homography(t_src, s)
+    # residuals are computed in pixels so the robust scale is in pixels
+    t_dst_inv = np.linalg.inv(t_dst)
+
+    def residuals(params: np.ndarray) -> np.ndarray:
+        hn = np.append(params, 1.0).reshape(3, 3)
+        mapped = apply_homography(t_dst_inv @ hn, s_n)
+        return ((mapped - d) * root_w[:, None]).ravel()
+
+    solution = least_squares(residuals, hn0.ravel()[:8], loss="cauchy", f_scale=scale_px, method="trf", max_nfev=200)
+    if not solution.success or not np.all(np.isfinite(solution.x)):
+        return np.asarray(h0, dtype=np.float64)
+    hn = np.append(solution.x, 1.0).reshape(3, 3)
+    h = t_dst_inv @ hn @ t_src
+    return h / h[2, 2]

@@ -70,7 +70,7 @@ class DiskLightGlueMatcher:
 
     name = "disk_lightglue"
 
-    def __init__(self, max_side: int = 768, max_keypoints: int = 1024, threshold: float = 0.1) -> None:
+    def __init__(self, max_side: int = 512, max_keypoints: int = 1024, threshold: float = 0.1) -> None:
         disk_model, self.disk_manifest = _verified_model(DISK_DIR)
         glue_model, self.glue_manifest = _verified_model(GLUE_DIR)
         self.max_side = max_side
