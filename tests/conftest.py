@@ -94,6 +94,7 @@ class NodeProcess:
         return cmd
 
     def start(self, timeout: float = 60.0) -> NodeProcess:
+        log_offset = len(self.log())
         log_file = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, stdout=log_file,
                                      stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
@@ -104,7 +105,7 @@ class NodeProcess:
                 raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
             # The node logs this after its socket listens. (No probe connection: an idle
             # TCP connect would hold an association slot until the ACSE timeout.)
-            return "node listening" in self.log()
+            return "node listening" in self.log()[log_offset:]
 
         wait_for(ready, timeout=timeout, msg="the node to listen")
         return self

@@ -14,6 +14,7 @@ from node.config import Settings, TlsSettings
 from node.network.contexts import STORAGE_CONTEXTS
 from node.network.ingest import Ingestor
 from node.network.store_handler import AssociationLog, handle_echo, handle_store
+from node.network.tuning import use_large_socket_reads
 from storage.filestore import FileStore
 
 
@@ -65,6 +66,7 @@ def build_ae(settings: Settings) -> AE:
 def start_scp(settings: Settings, ingestor: Ingestor) -> tuple[AE, ThreadedAssociationServer]:
     """Start listening (non-blocking); returns the AE and its server."""
     use_receive_buffers(ingestor.filestore)
+    use_large_socket_reads()
     ae = build_ae(settings)
     assoc_log = AssociationLog()
     handlers = [

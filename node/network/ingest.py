@@ -73,15 +73,20 @@ class Ingestor:
         sop_class_uid: str | None,
         sop_instance_uid: str | None,
         calling_aet: str | None,
+        received_hash: Callable[[int], str | None] | None = None,
     ) -> IngestOutcome:
-        """Check and store the Part 10 file ``temp_path`` (consumed in every case)."""
+        """Check and store the Part 10 file ``temp_path`` (consumed in every case).
+
+        ``received_hash(offset)`` may supply the data set's SHA-256 computed while
+        the bytes arrived (None when it cannot); otherwise the file is re-read.
+        """
         try:
-            return self._ingest(temp_path, sop_class_uid, sop_instance_uid, calling_aet)
+            return self._ingest(temp_path, sop_class_uid, sop_instance_uid, calling_aet, received_hash)
         finally:
             self.filestore.discard(temp_path)
 
     def _ingest(self, temp_path: Path, sop_class_uid: str | None, sop_instance_uid: str | None,
-                calling_aet: str | None) -> IngestOutcome:
+                calling_aet: str | None, received_hash: Callable[[int], str | None] | None) -> IngestOutcome:
         try:
             checked = check_object(temp_path, sop_class_uid, sop_instance_uid)
             facts = catalogue.InstanceFacts.from_header(checked.header, checked.transfer_syntax_uid)
@@ -90,7 +95,9 @@ class Ingestor:
         except (AttributeError, TypeError, ValueError) as exc:
             return IngestOutcome(StoreStatus.CANNOT_UNDERSTAND, f"header unusable: {exc}", sop_instance_uid or "")
         size = temp_path.stat().st_size
-        sha = catalogue.dataset_sha256(temp_path, checked.dataset_offset)
+        sha = received_hash(checked.dataset_offset) if received_hash is not None else None
+        if sha is None:
+            sha = catalogue.dataset_sha256(temp_path, checked.dataset_offset)
         relative = self.filestore.relative_path(facts.study_instance_uid, facts.series_instance_uid,
                                                 facts.sop_instance_uid)
         with self._uid_lock(facts.sop_instance_uid):

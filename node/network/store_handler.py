@@ -105,8 +105,9 @@ def handle_store(event: evt.Event, ingestor: Ingestor, assoc_log: AssociationLog
         reason = f"receiving the object failed: {exc}"
         ingestor.filestore.discard(path)
     else:
+        received_hash = buffer.sha256_from if isinstance(buffer, ReceiveBuffer) else None
         outcome = ingestor.ingest(Path(path), sop_class_uid=sop_class, sop_instance_uid=sop_instance,
-                                  calling_aet=calling_aet)
+                                  calling_aet=calling_aet, received_hash=received_hash)
         status = outcome.status
         reason = outcome.reason
     ms = round((time.perf_counter() - start) * 1000.0, 1)
