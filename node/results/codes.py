@@ -33,14 +33,13 @@ LOCAL_SCHEME_ITEM = CodingSchemeIdentificationItem(
 
 # Local code values: short mnemonics (Code Value is SH, at most 16 characters).
 LOCAL_VALUES: dict[str, str] = {
-    "calibration_source": "CAL-SOURCE",
     "pixel_spacing": "CAL-PS",
     "magnification_corrected": "CAL-MAG",
     "detector_plane": "CAL-DET",
-    "alignment_method": "ALIGN-METHOD",
     "weighted": "ALIGN-WEIGHTED",
     "filtered": "ALIGN-FILTERED",
     "plain": "ALIGN-PLAIN",
+    "ours": "ALIGN-REFINED",
     "pre_post_comparison": "PREPOST",
     "acetabular_roof": "SEG-ROOF",
     "joint_space": "SEG-JSPACE",
@@ -81,8 +80,7 @@ def _std(code: object) -> CodedConcept:
 # --- Qualifiers ----------------------------------------------------------
 RIGHT = _std(codes.SCT.Right)
 LEFT = _std(codes.SCT.Left)
-# CID 244 meaning (pydicom's adds "(qualifier value)", which pixelmed flags).
-RIGHT_AND_LEFT = CodedConcept(value="51440002", scheme_designator="SCT", meaning="Right and left")
+RIGHT_AND_LEFT = _std(codes.SCT.Bilateral)  # CID 244 "Bilateral" (51440002)
 LATERALITY = {"right": RIGHT, "left": LEFT}
 
 MM = _std(codes.UCUM.Millimeter)
@@ -106,7 +104,6 @@ IMPLANT = _std(codes.SCT.Implant)
 # --- Report structure -------------------------------------------------
 IMAGING_PROCEDURE = _std(codes.SCT.ImagingProcedure)  # pixelmed accepts only CID 100
 ALGORITHM_FAMILY = _std(codes.DCM.ArtificialIntelligence)
-CALIBRATION_SOURCE = local("calibration_source", "Pixel spacing calibration source")
 CALIBRATIONS = {
     "pixel_spacing": local("pixel_spacing", "Calibrated Pixel Spacing"),
     "magnification_corrected": local(
@@ -114,11 +111,11 @@ CALIBRATIONS = {
     ),
     "detector_plane": local("detector_plane", "Imager Pixel Spacing at the detector plane"),
 }
-ALIGNMENT_METHOD = local("alignment_method", "Pre/post alignment method")
 ALIGNMENT_METHODS = {
     "weighted": local("weighted", "Pelvis-weighted feature alignment"),
     "filtered": local("filtered", "Pelvis-filtered feature alignment"),
     "plain": local("plain", "Whole-image feature alignment"),
+    "ours": local("ours", "Pelvis-weighted alignment, IRLS and masked ECC refinement"),
 }
 PAIR_FINDING = local("pre_post_comparison", "Pre-operative to post-operative comparison")
 

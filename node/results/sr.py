@@ -5,13 +5,16 @@ SCOORD POINT on the source image; every present measurement is a planar group
 whose region is the line it was read on (POLYLINE: two points for lengths,
 three for angles, four for the leg length discrepancy), or the SEG segment it
 was read on (``min_joint_space_width`` -> ``joint_space``), with its UCUM unit
-and, for millimetres, the calibration source as a qualitative evaluation.
+and, for millimetres, the calibration source as the measurement's
+Measurement Method (``99HIPNODE`` CAL-PS / CAL-MAG / CAL-DET).
 A measurement whose geometry is unknown goes into an image-level group
 (TID 1501) that references the source image. Each group and measurement
 names the algorithm and its version; the observer is the node as a device.
 
 Pair report: one image-level group with the spec's deltas (post minus pre,
-mm), each referencing both exams; evidence lists both (the pre-op, being in
+mm, calibrated like the pre-op image whose frame they are measured in), each
+referencing both exams, the alignment method as the group's Measurement
+Method; evidence lists both (the pre-op, being in
 another study, under Pertinent Other Evidence as PS3.3 requires).
 
 SCOORD coordinates follow PS3.3 C.18.6.1.1: (0, 0) is the top-left corner of
@@ -81,16 +84,13 @@ def _finding_site(site: tuple[hd.sr.CodedConcept, hd.sr.CodedConcept | None]) ->
     return hd.sr.FindingSite(anatomic_location=site[0], laterality=site[1])
 
 
-def _calibration_evaluation(calibration: str | None) -> list[hd.sr.QualitativeEvaluation]:
-    if calibration is None:
-        return []
+def _calibration_method(name: str, calibration: str | None) -> hd.sr.CodedConcept | None:
+    """Measurement Method of a millimetre value: where its pixel spacing came from."""
+    if hn_codes.measurement_unit(name) != hn_codes.MM or calibration is None:
+        return None
     if calibration not in hn_codes.CALIBRATIONS:
         raise common.EncodingError(f"unknown calibration {calibration!r}")
-    return [
-        hd.sr.QualitativeEvaluation(
-            name=hn_codes.CALIBRATION_SOURCE, value=hn_codes.CALIBRATIONS[calibration]
-        )
-    ]
+    return hn_codes.CALIBRATIONS[calibration]
 
 
 def _source_for_region(source: Dataset) -> hd.sr.SourceImageForRegion:
@@ -117,6 +117,9 @@ def _segment_reference(seg: Dataset, source: Dataset, name: str) -> hd.sr.Refere
         for ref in getattr(item, "ReferencedSOPSequence", []):
             if "ReferencedSegmentNumber" in ref and "ReferencedFrameNumber" in ref:
                 del ref.ReferencedFrameNumber
+        concept = item.ConceptNameCodeSequence[0]
+        if concept.CodeValue == "121233":  # highdicom capitalises the DCM meaning
+            concept.CodeMeaning = "Source image for segmentation"
     return reference
 
 
@@ -151,20 +154,34 @@ def _landmark_groups(
 
 
 def _measurement(
-    name: str, value: float, algorithm: AlgorithmInfo, source: Dataset
+    name: str,
+    value: float,
+    algorithm: AlgorithmInfo,
+    sources: Sequence[Dataset],
+    calibration: str | None,
 ) -> hd.sr.Measurement:
+    """TID 300 measurement with its unit, calibration source (as Measurement Method) and algorithm.
+
+    ``sources`` become Source of Measurement references. Planar groups pass
+    none: their region already names the image, and pixelmed flags a second
+    reference there as not in the template.
+    """
+    if not np.isfinite(value):
+        raise common.EncodingError(f"measurement {name!r} is not a finite number: {value}")
     return hd.sr.Measurement(
         name=hn_codes.measurement_concept(name),
         value=float(value),
         unit=hn_codes.measurement_unit(name),
+        method=_calibration_method(name, calibration),
         algorithm_id=common.algorithm_template(algorithm),
         finding_sites=[_finding_site(hn_codes.measurement_site(name))],
         referenced_images=[
             hd.sr.SourceImageForMeasurement(
-                referenced_sop_class_uid=source.SOPClassUID,
-                referenced_sop_instance_uid=source.SOPInstanceUID,
+                referenced_sop_class_uid=ds.SOPClassUID, referenced_sop_instance_uid=ds.SOPInstanceUID
             )
-        ],
+            for ds in sources
+        ]
+        or None,
     )
 
 
@@ -181,19 +198,11 @@ def _measurement_groups(
         value = analysis.measurements.get(name)
         if value is None:
             continue
-        if not np.isfinite(value):
-            raise common.EncodingError(f"measurement {name!r} is not a finite number: {value}")
-        evaluations = (
-            _calibration_evaluation(analysis.calibration)
-            if hn_codes.measurement_unit(name) == hn_codes.MM
-            else []
-        )
         common_args = dict(
             tracking_identifier=_tracking(sr_uid, name),
             algorithm_id=common.algorithm_template(algorithm),
             finding_sites=[_finding_site(hn_codes.measurement_site(name))],
-            measurements=[_measurement(name, value, algorithm, source)],
-            qualitative_evaluations=evaluations or None,
+            measurements=[_measurement(name, value, algorithm, [], analysis.calibration)],
         )
         segment = _SEGMENT_OF_MEASUREMENT.get(name)
         polyline = geometry.measurement_polyline(name, analysis.landmarks, analysis.pixel_spacing_mm)
@@ -215,6 +224,7 @@ def _measurement_groups(
                 )
             )
         else:
+            common_args["measurements"] = [_measurement(name, value, algorithm, [source], analysis.calibration)]
             groups.append(
                 hd.sr.MeasurementsAndQualitativeEvaluations(
                     source_images=[
@@ -287,13 +297,6 @@ def encode_image_sr(
     return _report("sr", evidence, groups, sop_uid, algorithms, identity)
 
 
-def _method_evaluation(alignment: PairAlignment) -> list[hd.sr.QualitativeEvaluation]:
-    method = hn_codes.ALIGNMENT_METHODS.get(alignment.method)
-    if method is None:
-        return []
-    return [hd.sr.QualitativeEvaluation(name=hn_codes.ALIGNMENT_METHOD, value=method)]
-
-
 def encode_pair_sr(
     pre: Dataset,
     post: Dataset,
@@ -322,36 +325,18 @@ def encode_pair_sr(
     algorithms = tuple(dict.fromkeys(algorithms))  # unique, order kept
     algorithm = alignment.algorithms[0] if alignment.algorithms else algorithms[-1]
     sop_uid = instance_uid("sr_pair", [pre.SOPInstanceUID, post.SOPInstanceUID], algorithms)
-    measurements = []
-    for name in DELTA_MEASUREMENTS:
-        value = deltas.get(name)
-        if value is None:
-            continue
-        if not np.isfinite(value):
-            raise common.EncodingError(f"delta {name!r} is not a finite number: {value}")
-        m_refs = [
-            hd.sr.SourceImageForMeasurement(
-                referenced_sop_class_uid=ds.SOPClassUID, referenced_sop_instance_uid=ds.SOPInstanceUID
-            )
-            for ds in (pre, post)
-        ]
-        m = hd.sr.Measurement(
-            name=hn_codes.measurement_concept(name),
-            value=float(value),
-            unit=hn_codes.measurement_unit(name),
-            algorithm_id=common.algorithm_template(algorithm),
-            finding_sites=[_finding_site(hn_codes.measurement_site(name))],
-            referenced_images=m_refs,
-        )
-        measurements.append(m)
-    evaluations = _calibration_evaluation(pre_analysis.calibration) + _method_evaluation(alignment)
+    measurements = [
+        _measurement(name, value, algorithm, [pre, post], pre_analysis.calibration)
+        for name in DELTA_MEASUREMENTS
+        if (value := deltas.get(name)) is not None
+    ]
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(sop_uid, "pre_post_comparison"),
         finding_type=hn_codes.PAIR_FINDING,
         algorithm_id=common.algorithm_template(algorithm),
         finding_sites=[_finding_site((hn_codes.PELVIS_REGION, hn_codes.RIGHT_AND_LEFT))],
+        method=hn_codes.ALIGNMENT_METHODS.get(alignment.method),
         measurements=measurements or None,
-        qualitative_evaluations=evaluations or None,
         source_images=[
             hd.sr.SourceImageForMeasurementGroup(
                 referenced_sop_class_uid=ds.SOPClassUID, referenced_sop_instance_uid=ds.SOPInstanceUID
@@ -359,4 +344,8 @@ def encode_pair_sr(
             for ds in (pre, post)
         ],
     )
+    for item in group[0].ContentSequence:
+        if item.ConceptNameCodeSequence[0].CodeValue == "370129005":
+            # TID 1501 row 5 is HAS CONCEPT MOD; highdicom 0.28.2 writes CONTAINS.
+            item.RelationshipType = "HAS CONCEPT MOD"
     return _report("sr_pair", [post, pre], [group], sop_uid, algorithms, identity)

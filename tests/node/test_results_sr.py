@@ -92,11 +92,10 @@ def test_every_measurement_with_unit_calibration_and_algorithm(written) -> None:
                 found[key] = m.value
                 unit = m.unit.value
                 assert unit == {"mm": "mm", "deg": "deg"}[unit]
-                evaluations = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
-                if unit == "mm":
-                    assert evaluations["CAL-SOURCE"] == "CAL-MAG", key
+                if unit == "mm":  # calibration source = Measurement Method of the value
+                    assert m.method is not None and m.method.value == "CAL-MAG", key
                 else:
-                    assert "CAL-SOURCE" not in evaluations
+                    assert m.method is None
                 assert _name(m.name) in key  # concept = side-free spec name
         expected = {n: v for n, v in analysis.measurements.items() if v is not None}
         assert set(found) == set(expected)
@@ -161,8 +160,8 @@ def test_pair_sr_deltas_reference_both_exams(written) -> None:
     current = {i.StudyInstanceUID for i in sr.CurrentRequestedProcedureEvidenceSequence}
     other = {i.StudyInstanceUID for i in sr.PertinentOtherEvidenceSequence}
     assert current == {post.StudyInstanceUID} and other == {pre.StudyInstanceUID}
-    evals = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
-    assert evals == {"CAL-SOURCE": "CAL-MAG", "ALIGN-METHOD": "ALIGN-WEIGHTED"}
+    assert all(m.method.value == "CAL-MAG" for m in group.get_measurements())
+    assert group.method.value == "ALIGN-WEIGHTED"
     names, versions = _algorithm(_items(group))
     assert names == [ALIGN_ALGO.name] and versions == [ALIGN_ALGO.version]
 
