@@ -8,7 +8,9 @@ now with a fresh attempt budget; a running node picks them up at its next poll.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,8 +67,10 @@ def _open_catalogue(settings: Settings) -> Engine:
 
 
 def _as_dict(row: Delivery) -> dict[str, object]:
-    def stamp(value: object) -> str | None:
-        return value.isoformat() if value is not None else None  # type: ignore[attr-defined]
+    def stamp(value: dt.datetime | None) -> str | None:
+        if value is None:
+            return None
+        return (value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value).isoformat()
 
     return {
         "id": row.id,
@@ -99,6 +103,14 @@ def _print_table(rows: list[Delivery]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = load_or_explain(args.config, storage_dir=args.storage)
     if settings is None:
         return 2
