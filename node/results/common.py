@@ -69,8 +69,27 @@ class NodeIdentity:
 DEFAULT_IDENTITY = NodeIdentity()
 
 
+# Type 2 patient/study attributes highdicom reads from the reference image
+# unconditionally; a source that lacks one gets it empty (Type 2 allows that).
+_TYPE2_KEYWORDS: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+)
+
+
 def header_copy(source: Dataset, *, drop: Iterable[str] = ()) -> Dataset:
-    """A copy of ``source`` without pixel data (and without ``drop`` keywords)."""
+    """A copy of ``source`` without pixel data or ``drop`` keywords, Type 2 gaps filled empty.
+
+    Encoders work on this copy: the source is never modified, highdicom never
+    trips over a missing Type 2 attribute, and no pixel data is deep-copied.
+    """
     header = Dataset()
     for element in source:
         if element.keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
@@ -78,6 +97,9 @@ def header_copy(source: Dataset, *, drop: Iterable[str] = ()) -> Dataset:
         if element.keyword in drop:
             continue
         header.add(copy.deepcopy(element))
+    for keyword in _TYPE2_KEYWORDS:
+        if keyword not in header:
+            setattr(header, keyword, "")
     header.file_meta = copy.deepcopy(getattr(source, "file_meta", Dataset()))
     return header
 

@@ -50,7 +50,7 @@ def _sc(
     identity: common.NodeIdentity,
     burned_in: bool,
 ) -> hd.sc.SCImage:
-    reference = sources[-1]  # the post-op exam: results live in its study
+    reference = common.header_copy(sources[-1])  # the post-op exam: results live in its study
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise common.EncodingError(
             f"a colour picture must be uint8 (rows, columns, 3), got {pixels.dtype} {pixels.shape}"

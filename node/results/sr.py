@@ -247,6 +247,7 @@ def _report(
     algorithms: Sequence[AlgorithmInfo],
     identity: common.NodeIdentity,
 ) -> hd.sr.Comprehensive3DSR:
+    evidence = [common.header_copy(ds) for ds in evidence]  # no pixel copies, Type 2 filled
     primary = evidence[0]
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(identity),

@@ -122,3 +122,25 @@ def test_source_without_character_set() -> None:
     del source.SpecificCharacterSet
     for ds in encode_image_results(source, make_analysis()):
         assert "SpecificCharacterSet" not in ds
+
+
+def test_sparse_compressed_monochrome1_source(tmp_path: Path) -> None:
+    """Type 2 attributes absent, RLE-compressed MONOCHROME1 pixels: still valid results."""
+    from pydicom.uid import RLELossless
+
+    source = make_dx()
+    for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyTime",
+                    "ReferringPhysicianName"):
+        delattr(source, keyword)
+    source.PhotometricInterpretation = "MONOCHROME1"
+    source.compress(RLELossless)
+    results = encode_image_results(source, make_analysis(), overlay=True)
+    assert [result_kind(ds) for ds in results] == ["seg", "sr", "overlay_sc"]
+    require_tools()
+    for ds in results:
+        path = tmp_path / f"{result_kind(ds)}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        verdict = dciodvfy(path)
+        assert verdict.errors == [], f"{path.name}:\n{verdict.output}"
+        assert pydicom.dcmread(path).PatientID == source.PatientID
+    assert "PatientSex" not in source  # the caller's dataset is left alone
