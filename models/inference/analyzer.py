@@ -33,7 +33,7 @@ MIN_FIELD_MM = 150.0
 MIN_CONTRAST = 0.02
 # Content plausibility on the working grid, as fractions of the image content area.
 MIN_PELVIS_FRACTION = 0.04
-MAX_PELVIS_FRACTION = 0.60
+MAX_PELVIS_FRACTION = 0.85
 MIN_HIP_FRACTION = 0.002
 IMPLANT_MIN_FRACTION = 0.001
 """Implant area (fraction of the image) above which a side counts as operated."""

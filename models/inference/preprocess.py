@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-WORK_SIZE = 256
+WORK_SIZE = 192
 """Default working-grid edge in pixels (both networks)."""
 
 

@@ -36,14 +36,15 @@ log = logging.getLogger(__name__)
 # Linear attenuation coefficients in 1/mm at an effective energy of ~55 keV.
 MU_FAT = 0.0185
 MU_MUSCLE = 0.0215
-MU_CORTICAL = 0.052
-MU_TRABECULAR = 0.030
+MU_CORTICAL = 0.075
+MU_TRABECULAR = 0.034
 MU_MARROW = 0.020
 
 BONE_VOXEL_MM = 1.25
 SOFT_VOXEL_MM = 3.0
 
 LABEL_PELVIS, LABEL_FEMUR, LABEL_SACRUM, LABEL_SPINE = 1, 2, 3, 4
+JOINT_SPACE_MM = 3.5  # cartilage gap carved between head sphere and acetabulum
 
 
 @dataclass
@@ -297,6 +298,18 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
         for k, v in cand.items():
             candidates[f"{k}_{side}"] = v
 
+    # Radiographic joint space: the labels let the acetabulum touch the head; carve the cartilage gap.
+    for side in ("right", "left"):
+        geo = femur_geo[side]
+        idx = np.argwhere(pelvis_side[side])
+        d = np.linalg.norm(_world(idx, volume) - geo.head_centre, axis=1)
+        gone = idx[d < geo.head_radius_mm + JOINT_SPACE_MM]
+        pelvis[tuple(gone.T)] = False
+        pelvis_side[side][tuple(gone.T)] = False
+        head_zone = np.argwhere(femurs[side])
+        d = np.linalg.norm(_world(head_zone, volume) - geo.head_centre, axis=1)
+        femurs[side][tuple(head_zone[(d > geo.head_radius_mm + 0.5) & (d < geo.head_radius_mm + JOINT_SPACE_MM)].T)] = False
+
     # Pelvis landmark candidates.
     pelvis_surf = _surface_points(pelvis, volume)
     for side in ("right", "left"):
@@ -376,7 +389,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     return Anatomy(volume.name, pelvis_body, femur_bodies, soft, femur_geo, candidates, ring_points, midline_x, anchor)
 
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _cache_file(label_path: Path) -> Path | None:

@@ -26,6 +26,8 @@ class Processing:
     scatter_sigma_mm: float
     blur_sigma_mm: float
     unsharp_sigma_mm: float
+    equalize_sigma_mm: float  # large-kernel dynamic range compression (vendor "equalization")
+    equalize_amount: float
     unsharp_amount: float
     gamma: float
     bits_stored: int
@@ -42,7 +44,9 @@ def sample_processing(rng: np.random.Generator) -> Processing:
         scatter_fraction=float(rng.uniform(0.2, 0.7)),
         scatter_sigma_mm=float(rng.uniform(25, 60)),
         blur_sigma_mm=float(rng.uniform(0.06, 0.12)),
-        unsharp_sigma_mm=float(rng.uniform(2.0, 8.0)),
+        unsharp_sigma_mm=float(rng.uniform(1.5, 6.0)),
+        equalize_sigma_mm=float(rng.uniform(15.0, 40.0)),
+        equalize_amount=float(rng.uniform(0.4, 0.8)),
         unsharp_amount=float(rng.uniform(0.2, 1.0)),
         gamma=float(rng.uniform(0.75, 1.3)),
         bits_stored=int(rng.choice([12, 14, 16])),
@@ -108,6 +112,7 @@ def expose(mu_line: np.ndarray, proc: Processing, pitch_mm: float, rng: np.rando
     counts = counts + np.sqrt(np.maximum(counts, 0.0)) * rng.standard_normal(counts.shape, dtype=np.float32)
     counts = _blur(counts.astype(np.float32), proc.blur_sigma_mm / pitch_mm)
     log_image = np.log(photons) - np.log(np.maximum(counts, 0.5))
+    log_image = log_image - proc.equalize_amount * _blur(np.minimum(log_image, np.percentile(log_image[::7, ::7], 99)), proc.equalize_sigma_mm / pitch_mm)
     sample = log_image[inside][:: max(1, int(inside.sum() // 200_000))] if inside.any() else log_image.ravel()
     lo, hi = np.percentile(sample, [0.5, 99.7])
     x = np.clip((log_image - lo) / max(hi - lo, 1e-6), 0.0, 1.0)

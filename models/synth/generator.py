@@ -255,8 +255,8 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
         occupancy[f"head_{side}"] = f[2] if side not in implanted else np.zeros_like(f[1])
 
     bone_fine = _upsample(bone_line, grid, geom)
-    texture = _texture((geom.rows, geom.cols), 0.45 * geom.magnification / geom.pitch_mm, rng)
-    mu_line = _upsample(soft_line, grid, geom) + bone_fine * (1.0 + 0.18 * texture)
+    texture = _texture((geom.rows, geom.cols), 0.35 * geom.magnification / geom.pitch_mm, rng)
+    mu_line = _upsample(soft_line, grid, geom) + bone_fine * (1.0 + 0.07 * texture)
     mu_line += _gas(mu_line.shape, geom, world_from_anat, anatomy, rng)
 
     masks: dict[str, np.ndarray] = {name: np.zeros((geom.rows, geom.cols), bool) for name in SEGMENTS}

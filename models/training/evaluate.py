@@ -237,7 +237,7 @@ def rotation(data: Path, cfg_kwargs: dict[str, Any], out_dir: Path | None = None
     anatomies = sorted({str(r.meta.get("anatomy", "")) for r in refs})
     if len(anatomies) < 2:
         raise ValueError(f"held-out rotation needs at least two anatomies, found {anatomies}")
-    work = {r.name: load_work_sample(r, cfg_kwargs.get("size", 256)) for r in refs}
+    work = {r.name: load_work_sample(r, cfg_kwargs.get("size", 192)) for r in refs}
     total = Scores()
     folds: dict[str, Any] = {}
     for held in anatomies:

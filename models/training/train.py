@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
-from models.inference.preprocess import WORK_SIZE
 from models.training.augment import AugmentConfig, WorkSample
 from models.training.dataset import AugmentedSet
 from models.training.losses import dice_bce_loss, landmark_loss
@@ -38,10 +37,11 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    size: int = WORK_SIZE
-    base_channels: int = 16
+    size: int = 192
+    base_channels: int = 8
     depth: int = 4
     disc_radius_px: float = 3.0
+    reg_channels: int = 16
     alpha: float = 0.2
     augment: bool = True
     max_minutes: float | None = None
@@ -58,7 +58,7 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """A fresh network for ``cfg.task``."""
     if cfg.task == "segment":
         return UNet(1, len(SEGMENTS), base=cfg.base_channels, depth=cfg.depth)
-    return SGRLandmarkNet(len(LANDMARKS), base=cfg.base_channels, depth=cfg.depth)
+    return SGRLandmarkNet(len(LANDMARKS), base=cfg.base_channels, depth=cfg.depth, reg_ch=cfg.reg_channels)
 
 
 def _step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> torch.Tensor:

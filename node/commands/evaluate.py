@@ -25,9 +25,9 @@ def _configure_analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write fold models and eval_analyze.json here")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, default=192)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--base-channels", type=int, default=8)
     p.add_argument("--max-minutes", type=float, help="per model and fold")
     p.add_argument("--threads", type=int)
 

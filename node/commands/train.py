@@ -26,8 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=256, help="working grid edge in pixels")
-    parser.add_argument("--base-channels", type=int, default=16)
+    parser.add_argument("--size", type=int, default=192, help="working grid edge in pixels")
+    parser.add_argument("--base-channels", type=int, default=8)
+    parser.add_argument("--reg-channels", type=int, default=16, help="landmarks: regression CNN width")
     parser.add_argument("--exclude-anatomy", action="append", default=[], help="leave this anatomy out (repeatable)")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this wall time")
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         cfg = TrainConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          size=args.size, base_channels=args.base_channels, augment=not args.no_augment,
+                          size=args.size, base_channels=args.base_channels, reg_channels=args.reg_channels, augment=not args.no_augment,
                           max_minutes=args.max_minutes, device=device)
         refs = list_samples(args.data)
         samples = load_folder(args.data, cfg.size, exclude_anatomy=set(args.exclude_anatomy) or None)
