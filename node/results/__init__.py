@@ -47,9 +47,13 @@ def encode_image_results(
     analysis: ImageAnalysis,
     *,
     overlay: bool = False,
+    pixels: np.ndarray | None = None,
     identity: NodeIdentity = DEFAULT_IDENTITY,
 ) -> list[Dataset]:
     """[SEG, SR] (and an overlay SC when asked) for one analysed image.
+
+    ``pixels``: the decoded grey image (bright = dense) for the overlay, if
+    the caller has it; otherwise the overlay decodes ``source_ds``.
 
     Raises :class:`EncodingError` for an image marked not analysable or inputs
     that cannot make valid objects.
@@ -60,7 +64,7 @@ def encode_image_results(
     sr = encode_image_sr(source_ds, analysis, seg, identity=identity)
     out: list[Dataset] = [seg, sr]
     if overlay:
-        out.append(encode_overlay_sc([(source_ds, analysis)], identity=identity))
+        out.append(encode_overlay_sc([(source_ds, analysis)], pixels=[pixels], identity=identity))
     return out
 
 
@@ -73,9 +77,14 @@ def encode_pair_results(
     cdm_rgb: np.ndarray | None,
     deltas: Mapping[str, float | None],
     *,
+    pre_pixels: np.ndarray | None = None,
+    post_pixels: np.ndarray | None = None,
     identity: NodeIdentity = DEFAULT_IDENTITY,
 ) -> list[Dataset]:
     """[pair SR, colour difference map SC, overlay SC], all in the post-op study.
+
+    ``pre_pixels``/``post_pixels``: decoded grey images (bright = dense) for
+    the overlay when the caller has them (saves decoding twice).
 
     Without an alignment (``alignment.homography is None``) or a map
     (``cdm_rgb is None``) there is no difference map SC; the SR and overlay
@@ -94,6 +103,7 @@ def encode_pair_results(
             [(pre_ds, pre_analysis), (post_ds, post_analysis)],
             deltas,
             alignment.algorithms,
+            pixels=[pre_pixels, post_pixels],
             identity=identity,
         )
     )

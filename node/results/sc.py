@@ -127,17 +127,17 @@ def encode_cdm_sc(
     )
 
 
-def _panel(ds: Dataset, analysis: ImageAnalysis, title: str) -> overlay.Panel:
-    try:
-        radiograph = radiograph_from_dataset(ds)
-    except UnreadableImage as exc:
-        raise common.EncodingError(f"cannot draw the overlay: {exc}") from exc
-    return overlay.Panel(
-        pixels=radiograph.pixels,
-        landmarks=analysis.landmarks,
-        title=title,
-        spacing_mm=analysis.pixel_spacing_mm or radiograph.pixel_spacing_mm,
-    )
+def _panel(ds: Dataset, analysis: ImageAnalysis, title: str, pixels: np.ndarray | None) -> overlay.Panel:
+    spacing = analysis.pixel_spacing_mm
+    if pixels is None:
+        try:
+            radiograph = radiograph_from_dataset(ds)
+        except UnreadableImage as exc:
+            raise common.EncodingError(f"cannot draw the overlay: {exc}") from exc
+        pixels, spacing = radiograph.pixels, spacing or radiograph.pixel_spacing_mm
+    elif np.shape(pixels) != (int(ds.Rows), int(ds.Columns)):
+        raise common.EncodingError(f"pixels {np.shape(pixels)} do not match the image {(ds.Rows, ds.Columns)}")
+    return overlay.Panel(pixels=pixels, landmarks=analysis.landmarks, title=title, spacing_mm=spacing)
 
 
 def overlay_text(
@@ -165,6 +165,7 @@ def encode_overlay_sc(
     deltas: Mapping[str, float | None] | None = None,
     extra_algorithms: Sequence[AlgorithmInfo] = (),
     *,
+    pixels: Sequence[np.ndarray | None] | None = None,
     height: int = 768,
     identity: common.NodeIdentity = common.DEFAULT_IDENTITY,
 ) -> hd.sc.SCImage:
@@ -172,16 +173,20 @@ def encode_overlay_sc(
 
     ``sources`` is ``[(post, analysis)]`` or ``[(pre, analysis), (post,
     analysis)]`` (drawn side by side, pre first); the SC goes into the last
-    source's study.
+    source's study. ``pixels`` (grey, bright = dense, one per source or None)
+    saves decoding images the caller already holds.
     """
     if not 1 <= len(sources) <= 2:
         raise common.EncodingError("an overlay shows one or two exams")
     labels = ["image"] if len(sources) == 1 else ["pre", "post"]
     for ds, _ in sources:
         common.check_source(ds)
+    decoded = list(pixels) if pixels is not None else [None] * len(sources)
+    if len(decoded) != len(sources):
+        raise common.EncodingError("give one pixel array (or None) per source")
     panels = [
-        _panel(ds, analysis, f"{label} {ds.get('StudyDate', '')}".strip())
-        for (ds, analysis), label in zip(sources, labels)
+        _panel(ds, analysis, f"{label} {ds.get('StudyDate', '')}".strip(), grey)
+        for (ds, analysis), label, grey in zip(sources, labels, decoded)
     ]
     text = overlay_text([(label, a) for (_, a), label in zip(sources, labels)], deltas)
     algorithms = _unique([alg for _, a in sources for alg in common.algorithms_of(a)] + list(extra_algorithms))

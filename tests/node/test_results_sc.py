@@ -74,6 +74,17 @@ def test_overlay_marks_the_landmarks_where_they_are() -> None:
     assert tuple(rgb[150, 50]) == (0, 0, 0)  # nothing drawn for a missing landmark
 
 
+def test_overlay_uses_given_pixels(pair) -> None:
+    pre, post = pair
+    analysis = make_analysis()
+    flat = np.full((int(post.Rows), int(post.Columns)), 7.0, np.float32)
+    given = encode_overlay_sc([(post, analysis)], pixels=[flat]).pixel_array
+    decoded = encode_overlay_sc([(post, analysis)]).pixel_array
+    assert not np.array_equal(given, decoded)  # the flat image was drawn, not the file's
+    with pytest.raises(EncodingError, match="do not match"):
+        encode_overlay_sc([(post, analysis)], pixels=[flat[:10]])
+
+
 def test_refusals() -> None:
     pre, post = make_dx(), make_dx()
     failed = PairAlignment(homography=None, method="weighted", matcher="orb", failure="too few inliers")
