@@ -2,7 +2,8 @@
 
 ``Node(settings).start()`` migrates the catalogue (Alembic ``upgrade head``),
 removes leftover receive buffers, re-indexes object files that have no row,
-then starts the completion service, the SCP and the sender; :meth:`Node.run`
+requeues jobs a dead process left running, then starts the analysis worker
+processes, the completion service, the SCP and the sender; :meth:`Node.run`
 blocks until SIGTERM/SIGINT and stops them in reverse order.
 """
 
@@ -20,6 +21,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from node.config import Settings
+from node.jobs.queue import recover_interrupted
+from node.jobs.worker import WorkerPool
 from node.network.ae import start_scp
 from node.network.ingest import Ingestor
 from storage import catalogue
@@ -54,6 +57,7 @@ class Node:
         self.ingestor: Ingestor | None = None
         self.completion: Any | None = None
         self.sender: Any | None = None
+        self.workers: WorkerPool | None = None
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
         self._stop = threading.Event()
@@ -76,6 +80,11 @@ class Node:
             "used_bytes": self.filestore.used_bytes,
         })
 
+        recover_interrupted(self.session_factory)
+        if settings.workers > 0:
+            self.workers = WorkerPool(settings)
+            self.workers.start()
+
         self.completion = _optional_service("node.completion.service", "CompletionService", settings,
                                             self.session_factory)
         if self.completion is not None:
@@ -91,6 +100,7 @@ class Node:
             "tls": settings.tls.enabled, "allowed_calling_aets": ",".join(settings.allowed_calling_aets) or "*",
             "max_associations": settings.maximum_associations,
             "completion": self.completion is not None, "sender": self.sender is not None,
+            "workers": settings.workers,
         })
 
     @property
@@ -111,6 +121,9 @@ class Node:
                 except Exception:
                     log.exception("service stop failed", extra={"service": type(service).__name__})
         self.sender = self.completion = None
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None
         if self.engine is not None:
             self.engine.dispose()
             self.engine = None

@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     tls: TlsSettings = TlsSettings()
-    workers: int = Field(1, ge=1, description="analysis worker processes")
+    workers: int = Field(1, ge=0, description="analysis worker processes (0: catalogue and forward only)")
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae(v)))
 

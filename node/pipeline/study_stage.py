@@ -17,6 +17,7 @@ import time
 from sqlalchemy import select
 
 from models.algorithms.results import ImageAnalysis
+from models.inference.runtime import ModelUnavailable
 from node.imaging import UnreadableImage, load_radiograph
 from node.jobs.queue import PermanentJobError, enqueue
 from node.jobs.worker import JobContext
@@ -84,6 +85,8 @@ def run(job: Job, ctx: JobContext) -> str:
             reason = image.analysis.not_analysable
         except UnreadableImage as exc:
             image, reason = None, str(exc)
+        except ModelUnavailable as exc:  # an operator must install weights: retrying cannot help
+            raise PermanentJobError("analyze", f"model weights unavailable: {exc}") from exc
         with ctx.session_factory() as session:
             instance = session.get(Instance, instance.id)
             if reason is not None:
