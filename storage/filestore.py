@@ -21,6 +21,7 @@ import os
 import re
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,10 @@ class ReceiveBuffer:
         self._writeback_done = 0
         self.hashed_from: int | None = None  # byte offset where hashing started
         self._hash = hashlib.sha256()
+        # An association aborted mid-object drops its buffer without a handler call:
+        # then the partial file goes when the buffer is collected.
+        self._state = {"claimed": False}
+        self._finalizer = weakref.finalize(self, _drop_unclaimed, self._fp, name, self._state)
 
     def write(self, data: bytes) -> int:
         if self.error is not None:
@@ -137,6 +142,15 @@ class ReceiveBuffer:
             self._writeback_done = self._written
         return count
 
+    def drop_if_unclaimed(self) -> bool:
+        """Remove the partial file of an object whose message never completed."""
+        if self._state["claimed"]:
+            return False
+        self._state["claimed"] = True
+        self.closed = True
+        _drop_unclaimed(self._fp, self.name, {"claimed": False})
+        return True
+
     def sha256_from(self, offset: int) -> str | None:
         """SHA-256 of the bytes from ``offset`` on, if that is where hashing started."""
         if self.error is not None or self.hashed_from != offset:
@@ -147,7 +161,11 @@ class ReceiveBuffer:
         """Per-fragment flushes are pointless; :meth:`finish` flushes once."""
 
     def finish(self) -> None:
-        """Flush buffered bytes to the OS (raising a deferred write error)."""
+        """Flush buffered bytes to the OS (raising a deferred write error).
+
+        From here on the C-STORE handler owns the file (it commits or discards it).
+        """
+        self._state["claimed"] = True
         if self.error is None and not self.closed:
             try:
                 self._fp.flush()
@@ -172,6 +190,19 @@ class ReceiveBuffer:
         except OSError as exc:
             if self.error is None:
                 self.error = exc
+
+
+def _drop_unclaimed(fp: object, name: str, state: dict[str, bool]) -> None:
+    if state["claimed"]:
+        return
+    try:
+        fp.close()  # type: ignore[attr-defined]
+    except OSError:
+        pass
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
 
 
 class FileStore:

@@ -28,6 +28,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+NO_WORKERS = {"HIPNODE_WORKERS": "0"}
+"""``start_node(env=NO_WORKERS)``: a node that catalogues but runs no analysis processes."""
+
 
 def free_port() -> int:
     """A TCP port free right now (bound to port 0, then released)."""

@@ -58,7 +58,13 @@ class AssociationLog:
         with self._lock:
             stats = self._stats.pop(id(event.assoc), _AssocStats())
         assoc = event.assoc
+        # A connection that ends mid-object leaves pynetdicom's half-filled buffer behind.
+        pending = getattr(getattr(getattr(assoc, "dimse", None), "message", None), "_data_set_file", None)
+        if isinstance(pending, ReceiveBuffer) and pending.drop_if_unclaimed():
+            stats.failed += 1
         address = event.address
+        if stats.outcome == "established":  # the connection ended without A-RELEASE
+            stats.outcome = "aborted"
         level = logging.WARNING if stats.outcome in ("rejected", "aborted") or stats.failed else logging.INFO
         log.log(level, "association", extra={
             "outcome": stats.outcome,

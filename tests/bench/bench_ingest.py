@@ -118,7 +118,9 @@ class Target:
             cmd = [sys.executable, "-m", "node", "--log-level", "WARNING", "serve", "--storage",
                    str(self.store), "--port", str(self.port), "--bind", "127.0.0.1", "--aet", "HIPNODE",
                    *self.extra]
-            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=log)
+            # Ingest only: no analysis worker processes competing for the CPU.
+            env = {**self.env, "HIPNODE_WORKERS": "0"}
+            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
         else:
             cmd = [_tool("storescp"), "--fork", "-od", str(self.store), "-aet", "HIPNODE", *self.extra,
                    str(self.port)]

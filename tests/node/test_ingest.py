@@ -20,7 +20,7 @@ from pydicom.uid import JPEG2000, JPEG2000Lossless
 from sqlalchemy import select
 
 from storage.models import Instance, Study
-from tests.conftest import NodeProcess, require_tool, wait_for
+from tests.conftest import NO_WORKERS, NodeProcess, require_tool, wait_for
 from tests.factories import dataset_bytes, make_dx, write_dx
 
 LOSSLESS = True
@@ -62,7 +62,7 @@ SYNTAXES: dict[str, tuple[Callable[[Path, Path], None], str, str, bool]] = {
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     base = tmp_path_factory.mktemp("ingest")
-    process = NodeProcess(base / "store", config={"completion": {"quiet_seconds": 60.0}})
+    process = NodeProcess(base / "store", env=NO_WORKERS, config={"completion": {"quiet_seconds": 60.0}})
     process.start()
     yield process
     process.close()

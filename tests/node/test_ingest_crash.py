@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from node.network.validate import check_object
 from storage.models import Instance
-from tests.conftest import NodeProcess, require_tool, storescu_responses, wait_for
+from tests.conftest import NO_WORKERS, NodeProcess, require_tool, storescu_responses, wait_for
 from tests.factories import dataset_bytes, write_dx
 
 SENDERS = 4
@@ -25,7 +25,7 @@ def _rows(node: NodeProcess) -> int:
 
 
 def test_kill_9_during_burst_loses_no_acknowledged_instance(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    node: NodeProcess = start_node(config={"completion": {"quiet_seconds": 60.0}})
+    node: NodeProcess = start_node(env=NO_WORKERS, config={"completion": {"quiet_seconds": 60.0}})
     batches = [
         [write_dx(tmp_path / f"s{s}" / f"{i:03d}.dcm", rows=64, columns=64, seed=s * 1000 + i,
                   patient_id=f"P{s}") for i in range(PER_SENDER)]

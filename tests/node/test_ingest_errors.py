@@ -18,7 +18,7 @@ from pynetdicom import AE, _config
 from sqlalchemy import func, select
 
 from storage.models import Instance
-from tests.conftest import NodeProcess, require_tool, storescu_responses, wait_for
+from tests.conftest import NO_WORKERS, NodeProcess, require_tool, storescu_responses, wait_for
 from tests.factories import write_dx
 
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -73,7 +73,7 @@ def temp_files(node: NodeProcess) -> list[Path]:
 
 @pytest.fixture()
 def node(start_node) -> NodeProcess:  # type: ignore[no-untyped-def]
-    return start_node()
+    return start_node(env=NO_WORKERS)
 
 
 @pytest.mark.parametrize("cut", ["pixel_data_tail", "inside_header", "before_pixel_data"])
@@ -111,7 +111,7 @@ def test_uid_mismatch_gets_a900(node: NodeProcess, tmp_path: Path, raw_sender: N
 def test_storage_cap_gives_a700_then_storing_works_again_after_freeing(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     files = [write_dx(tmp_path / f"{i}.dcm", rows=64, columns=64, seed=i) for i in range(4)]
     size = files[0].stat().st_size
-    node = start_node(config={"max_storage_bytes": 3 * size + size // 2})
+    node = start_node(env=NO_WORKERS, config={"max_storage_bytes": 3 * size + size // 2})
     responses = storescu(node, *files)
     assert [responses[str(f)].split(":")[0] for f in files] == ["Success", "Success", "Success", "Refused"]
     assert "OutOfResources" in responses[str(files[3])]
@@ -136,7 +136,7 @@ def _limit_file_size() -> None:
 
 
 def test_write_error_efbig_gives_a700_with_no_partial_file(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    node = start_node(preexec_fn=_limit_file_size)
+    node = start_node(env=NO_WORKERS, preexec_fn=_limit_file_size)
     big = write_dx(tmp_path / "big.dcm", rows=1024, columns=768)  # 1.5 MiB
     small = write_dx(tmp_path / "small.dcm", rows=64, columns=64)
     assert "OutOfResources" in storescu(node, big)[str(big)]
@@ -148,7 +148,7 @@ def test_write_error_efbig_gives_a700_with_no_partial_file(start_node, tmp_path:
 
 
 def test_start_removes_temp_files_and_reindexes_files_without_rows(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    node = start_node()
+    node = start_node(env=NO_WORKERS)
     first = write_dx(tmp_path / "first.dcm", rows=32, columns=32, seed=1)
     assert all_success(storescu(node, first))
     assert node.stop() == 0
@@ -167,3 +167,34 @@ def test_start_removes_temp_files_and_reindexes_files_without_rows(start_node, t
         row = session.scalars(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID)).one()
         assert row.path == orphan.relative_to(node.storage).as_posix()
     assert "reindexed=1" in node.log() and "temp_files_removed=1" in node.log() and "unreadable=1" in node.log()
+
+
+def test_abort_mid_object_leaves_no_temp_file(node: NodeProcess, tmp_path: Path) -> None:
+    """Half a C-STORE, then A-ABORT: the partial receive buffer is removed, nothing stored."""
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from tests.factories import dataset_bytes
+
+    path = write_dx(tmp_path / "big.dcm", rows=512, columns=512)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ae = AE(ae_title="ABORTER")
+    ae.add_requested_context(DX, ["1.2.840.10008.1.2.1"])
+    assoc = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title, max_pdu=16384)
+    assert assoc.is_established
+    request = C_STORE()
+    request.MessageID, request.Priority = 1, 2
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = DX, ds.SOPInstanceUID
+    request.DataSet = BytesIO(dataset_bytes(path))
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    fragments = list(message.encode_msg(assoc.accepted_contexts[0].context_id, 16384))
+    for primitive in fragments[: len(fragments) // 2]:
+        assoc.dul.send_pdu(primitive)
+    wait_for(lambda: temp_files(node) != [], timeout=10, msg="the node to start receiving")
+    assoc.abort()
+    wait_for(lambda: temp_files(node) == [], timeout=15, msg="the partial temp file to be removed")
+    assert instance_count(node) == 0 and object_files(node) == []
+    wait_for(lambda: "outcome=aborted" in node.log(), timeout=10, msg="the abort logged")

@@ -14,7 +14,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from tests.conftest import REPO_ROOT, NodeProcess, free_port, require_tool, storescu_responses, wait_for
+from tests.conftest import NO_WORKERS, REPO_ROOT, NodeProcess, free_port, require_tool, storescu_responses, wait_for
 from tests.factories import write_dx
 
 
@@ -30,7 +30,7 @@ def hipnode(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_echo_wrong_called_ae_and_allow_list(start_node) -> None:  # type: ignore[no-untyped-def]
-    node = start_node(config={"allowed_calling_aets": ["MODALITY1", "ECHOSCU"]})
+    node = start_node(env=NO_WORKERS, config={"allowed_calling_aets": ["MODALITY1", "ECHOSCU"]})
     assert echoscu(node).returncode == 0
     wrong_called = echoscu(node, "ECHOSCU", "NOT_THE_NODE")
     assert wrong_called.returncode != 0 and "Association Rejected" in wrong_called.stdout + wrong_called.stderr
@@ -42,7 +42,7 @@ def test_echo_wrong_called_ae_and_allow_list(start_node) -> None:  # type: ignor
 
 
 def test_association_limit(start_node) -> None:  # type: ignore[no-untyped-def]
-    node = start_node(config={"maximum_associations": 1})
+    node = start_node(env=NO_WORKERS, config={"maximum_associations": 1})
     ae = AE(ae_title="HOLDER")
     ae.add_requested_context(Verification)
     held = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
@@ -56,7 +56,7 @@ def test_association_limit(start_node) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_acse_timeout_closes_silent_connections(start_node) -> None:  # type: ignore[no-untyped-def]
-    node = start_node(config={"timeouts": {"acse_seconds": 1.0, "network_seconds": 1.0}})
+    node = start_node(env=NO_WORKERS, config={"timeouts": {"acse_seconds": 1.0, "network_seconds": 1.0}})
     with socket.create_connection(("127.0.0.1", node.port), timeout=30) as sock:
         start = time.monotonic()
         while sock.recv(1024):  # never sends A-ASSOCIATE-RQ; a timeout here (30 s) fails the test
@@ -84,7 +84,7 @@ def test_tls_with_client_certificates(start_node, tmp_path: Path) -> None:  # ty
     pki = tmp_path / "pki"
     pki.mkdir()
     _make_pki(pki)
-    node = start_node(config={"tls": {"enabled": True, "cert_file": str(pki / "node.crt"),
+    node = start_node(env=NO_WORKERS, config={"tls": {"enabled": True, "cert_file": str(pki / "node.crt"),
                                       "key_file": str(pki / "node.key"), "ca_file": str(pki / "ca.crt")}})
     image = write_dx(tmp_path / "tls.dcm", rows=32, columns=32)
     result = subprocess.run([require_tool("storescu"), "-v", "-aec", node.ae_title, "+tls",
@@ -101,7 +101,7 @@ def test_tls_with_client_certificates(start_node, tmp_path: Path) -> None:  # ty
 
 
 def test_sigterm_stops_cleanly(start_node) -> None:  # type: ignore[no-untyped-def]
-    node = start_node()
+    node = start_node(env=NO_WORKERS)
     assert node.stop() == 0
     assert "node stopped" in node.log()
 
@@ -149,7 +149,7 @@ def test_bad_flag_fails_naming_the_field(tmp_path: Path) -> None:
 
 
 def test_flags_override_the_file(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    node = start_node(config={"ae_title": "FILEAE", "port": 1})
+    node = start_node(env=NO_WORKERS, config={"ae_title": "FILEAE", "port": 1})
     # NodeProcess passes --aet/--port/--storage: they win over the file's values.
     assert echoscu(node).returncode == 0
     assert f"port={node.port}" in node.log() and "ae_title=HIPNODE" in node.log()
