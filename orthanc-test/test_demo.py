@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 def test_demo_prints_the_viewer_url_and_cleans_up() -> None:
     port = _free_port()
-    proc = subprocess.run([sys.executable, "-m", "node", "demo", "--stand-in", "--exit-after-results",
+    proc = subprocess.run([sys.executable, "-m", "node", "demo", "--stand-in", "--pair", "simple", "--exit-after-results",
                            "--results-timeout", "60", "--listen", f"127.0.0.1:{port}"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -104,7 +104,7 @@ def test_ohif_shows_radiograph_seg_overlay_colour_map_and_sr(loaded: Loaded) -> 
     assert radiograph["nonBlack"] > 0.3 * radiograph["pixels"], "the radiograph did not render"
     assert radiograph["coloured"] < 0.02 * radiograph["pixels"], "a grey radiograph has no colour yet"
     seg = steps["seg"]
-    assert seg["coloured"] - radiograph["coloured"] > 0.05 * seg["pixels"], "no SEG overlay colours"
+    assert seg["coloured"] - radiograph["coloured"] > 0.03 * seg["pixels"], "no SEG overlay colours"
     assert seg["nonBlack"] > 0.3 * seg["pixels"], "the radiograph vanished under the overlay"
     sc = steps["sc"]
     assert sc["coloured"] > 0.3 * sc["pixels"], "the colour difference map did not render in colour"

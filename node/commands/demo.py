@@ -37,18 +37,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="Orthanc routing: each stored instance, or a study quiet for StableAge")
     parser.add_argument("--stand-in", action="store_true",
                         help="route to DCMTK storescp and send harness-built results instead of the node's")
+    parser.add_argument("--pair", choices=["synth", "simple"], default="synth",
+                        help="synth: `hipnode synth` from the pelvic CT label maps; simple: the harness's quick DX")
     parser.add_argument("--results-timeout", type=float, default=300.0, help="seconds to wait for results")
     parser.add_argument("--exit-after-results", action="store_true",
                         help="stop once the results are in (for scripts); default: run until Ctrl-C")
 
 
-def _synthetic_pair(out_dir: Path) -> tuple[Path, Path, str]:
+def _synthetic_pair(out_dir: Path, kind: str) -> tuple[Path, Path, str]:
     """(pre.dcm, post.dcm, post StudyInstanceUID): ``hipnode synth`` when it is there, else the harness's DX."""
     import pydicom
 
     labels = sorted(PELVIC_REF.glob("*/label.mhd"))
     synth = REPO_ROOT / "node" / "commands" / "synth.py"
-    if synth.exists() and labels:
+    if kind == "synth" and synth.exists() and labels:
         cmd = [sys.executable, "-m", "node", "synth", "--labels", str(labels[0]), "--out", str(out_dir),
                "--pairs", "1", "--seed", "7"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     options = StackOptions(routing_mode=args.mode, receiver="storescp" if args.stand_in else "node",
                            viewer=True, host_listen=args.listen)
     with tempfile.TemporaryDirectory(prefix="hipnode-demo-") as tmp:
-        pre, post, post_study = _synthetic_pair(Path(tmp))
+        pre, post, post_study = _synthetic_pair(Path(tmp), args.pair)
         try:
             with HarnessStack(options) as stack:
                 log.info("stack up: Orthanc, %s, OHIF proxy", options.receiver)

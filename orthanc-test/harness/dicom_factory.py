@@ -51,15 +51,23 @@ def _disc(cx: float, cy: float, r: float) -> np.ndarray:
     return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
 
 
-def pelvis_masks(post_op: bool) -> Masks:
-    """A rough pelvic ring and two femoral heads; post-op moves the right head slightly."""
-    yy, xx = np.mgrid[0:ROWS, 0:COLS]
+def pelvis_masks(post_op: bool, shape: tuple[int, int] = (ROWS, COLS)) -> Masks:
+    """A rough pelvic ring and two femoral heads, scaled to ``shape`` (rows, columns).
+
+    Drawn for the harness's own DX; on another image (``hipnode synth``'s) they
+    are only plausible shapes for a stand-in result, not its anatomy.
+    """
+    sy, sx = shape[0] / ROWS, shape[1] / COLS
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] / np.array([sy, sx])[:, None, None]
     outer = ((xx - COLS / 2) / 150) ** 2 + ((yy - 120) / 95) ** 2 <= 1
     inner = ((xx - COLS / 2) / 85) ** 2 + ((yy - 140) / 55) ** 2 <= 1
     shift = 6 if post_op else 0
-    return Masks(pelvis=outer & ~inner,
-                 femoral_head_right=_disc(COLS / 2 - 105 - shift, 205 + shift, 26),
-                 femoral_head_left=_disc(COLS / 2 + 105, 205, 26))
+
+    def head(cx: float, cy: float) -> np.ndarray:
+        return ((xx - cx) / 26) ** 2 + ((yy - cy) / 26) ** 2 <= 1
+
+    return Masks(pelvis=outer & ~inner, femoral_head_right=head(COLS / 2 - 105 - shift, 205 + shift),
+                 femoral_head_left=head(COLS / 2 + 105, 205))
 
 
 def _pixels(masks: Masks, post_op: bool, seed: int) -> np.ndarray:
@@ -177,10 +185,11 @@ def add_viewer_functional_groups(seg: Dataset, source: Dataset) -> None:
 
 def make_colour_sc(source: Dataset, other: Dataset) -> hd.sc.SCImage:
     """An RGB Secondary Capture (a stand-in colour difference map) with both exams as sources."""
-    yy, xx = np.mgrid[0:ROWS, 0:COLS]
-    rgb = np.zeros((ROWS, COLS, 3), np.uint8)
-    rgb[..., 0] = (255 * xx / COLS).astype(np.uint8)
-    rgb[..., 1] = (255 * yy / ROWS).astype(np.uint8)
+    rows, cols = int(source.Rows), int(source.Columns)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    rgb = np.zeros((rows, cols, 3), np.uint8)
+    rgb[..., 0] = (255 * xx / cols).astype(np.uint8)
+    rgb[..., 1] = (255 * yy / rows).astype(np.uint8)
     rgb[..., 2] = 160
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,

@@ -32,7 +32,7 @@ def send_stand_in_results(stack: HarnessStack, routed_files: list[Path], node_ae
     out_dir = stack.work_dir / "stand-in-results"
     files: list[Path] = []
     for index, exam in enumerate(exams):
-        masks = dicom_factory.pelvis_masks(post_op=index > 0)
+        masks = dicom_factory.pelvis_masks(post_op=index > 0, shape=(int(exam.Rows), int(exam.Columns)))
         other = exams[0] if index > 0 else None
         files.append(dicom_factory.save(dicom_factory.make_seg(exam, masks), out_dir / f"seg{index}.dcm"))
         files.append(dicom_factory.save(dicom_factory.make_sr(exam, other), out_dir / f"sr{index}.dcm"))

@@ -44,7 +44,7 @@ async function pixelStats(page, png) {
       const r = d[i], g = d[i + 1], b = d[i + 2];
       const mx = Math.max(r, g, b), mn = Math.min(r, g, b);
       if (mx > 24) nonBlack++;
-      if (mx - mn > 60) coloured++; else if (mx > 24) grey++;
+      if (mx - mn > 24) coloured++; else if (mx > 24) grey++;  // grey radiograph pixels have r = g = b
       sum += (r + g + b) / 3;
     }
     const n = d.length / 4;
@@ -119,10 +119,10 @@ try {
     await openSeries(page, args.segSeries);
     const before = result.steps.radiograph.coloured;
     result.steps.seg = await waitViewport(page, 'seg-overlay',
-      (s) => s.coloured > before + 0.01 * s.pixels && s.nonBlack > 0.2 * s.pixels);
+      (s) => s.coloured > before + 0.03 * s.pixels && s.nonBlack > 0.2 * s.pixels);
     await page.waitForTimeout(500);
     result.steps.seg = await waitViewport(page, 'seg-overlay',
-      (s) => s.coloured > before + 0.01 * s.pixels && s.nonBlack > 0.2 * s.pixels);
+      (s) => s.coloured > before + 0.03 * s.pixels && s.nonBlack > 0.2 * s.pixels);
     await pageShot(page, 'viewer-seg');
   }
 
