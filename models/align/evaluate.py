@@ -73,11 +73,22 @@ def mean_radial_error(h: np.ndarray, points_pre: np.ndarray, points_post: np.nda
     return float(np.nanmean(errors)) if np.all(np.isfinite(errors)) else float("inf")
 
 
+ABLATIONS: dict[str, tuple[str, AlignSettings]] = {
+    "ours_without_ecc": ("ours", AlignSettings(use_ecc=False)),
+    "ours_without_coverage": ("ours", AlignSettings(coverage_radius_fraction=0.0)),
+    "ours_irls_only": ("ours", AlignSettings(use_ecc=False, refine="irls", coverage_radius_fraction=0.0)),
+}
+
+
 def evaluate(
     pairs: Iterable[EvalPair], matchers: Sequence[Matcher], methods: Sequence[str] = ALIGN_METHODS,
     settings: AlignSettings = AlignSettings(),
 ) -> Report:
-    """Run every matcher x weighting x method on every pair; matches are shared across methods."""
+    """Run every matcher x weighting x method on every pair; matches are shared across methods.
+
+    ``methods`` may also name entries of :data:`ABLATIONS` (a method with
+    some of "ours"'s parts switched off).
+    """
     report = Report()
     for pair in pairs:
         diagonal = float(np.hypot(*pair.post.shape))
@@ -91,8 +102,9 @@ def evaluate(
             report.match_seconds.setdefault(matcher.name, []).append(match_seconds)
             for weighting, (p_pre, p_post) in pair.probabilities.items():
                 for method in methods:
+                    base, method_settings = ABLATIONS.get(method, (method, settings))
                     start = time.perf_counter()
-                    result = align_pair(pair.pre, pair.post, p_pre, p_post, method, matcher, settings,
+                    result = align_pair(pair.pre, pair.post, p_pre, p_post, base, matcher, method_settings,
                                         pair.metal[0], pair.metal[1], matches=matches)
                     seconds = match_seconds + time.perf_counter() - start
                     if result.homography is None:
@@ -121,7 +133,7 @@ def summarise(report: Report) -> list[dict[str, object]]:
                  "median_norm": float(np.median(best_norm)) if best_norm else float("nan"),
                  "failures": int(sum(v > FAILURE_MRE for v in best_norm)), "ratio_to_best": 1.0, "seconds": 0.0})
     keys = sorted({(o.matcher, o.weighting, o.method) for o in report.outcomes},
-                  key=lambda k: (k[0], k[1], ALIGN_METHODS.index(k[2]) if k[2] in ALIGN_METHODS else 99))
+                  key=lambda k: (k[0], k[1], (ALIGN_METHODS + tuple(ABLATIONS)).index(k[2])))
     for matcher, weighting, method in keys:
         group = [o for o in report.outcomes if (o.matcher, o.weighting, o.method) == (matcher, weighting, method)]
         ok = [o for o in group if o.mre_norm is not None]

@@ -36,6 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", action="append", choices=ALIGN_METHODS, help="default: all")
     p.add_argument("--weighting", action="append", choices=WEIGHTINGS,
                    help="pelvis probability source; default: oracle and classical_stand_in")
+    p.add_argument("--ablation", action="store_true", help="also run 'ours' with parts switched off")
     p.add_argument("--limit", type=int, help="evaluate at most this many pairs")
     p.add_argument("--json", dest="json_out", type=Path, help="write rows and per-pair outcomes here")
 
@@ -59,7 +60,7 @@ def _generate(args: argparse.Namespace, out: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.align.evaluate import evaluate, format_table, load_pair_folder, summarise
+    from models.align.evaluate import ABLATIONS, evaluate, format_table, load_pair_folder, summarise
     from models.align.matching import MATCHERS, get_matcher
     from models.align.pipeline import ALIGN_METHODS
 
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             pairs = (load_pair_folder(f, _read_pixels, weightings, model_probability) for f in folders)
             matchers = [get_matcher(name) for name in (args.matcher or MATCHERS)]
-            report = evaluate(pairs, matchers, tuple(args.method or ALIGN_METHODS))
+            methods = tuple(args.method or ALIGN_METHODS) + (tuple(ABLATIONS) if args.ablation else ())
+            report = evaluate(pairs, matchers, methods)
         except (OSError, KeyError, ValueError) as exc:
             log.error("cannot evaluate alignment", extra={"reason": str(exc)})
             return 2
