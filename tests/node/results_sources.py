@@ -42,9 +42,11 @@ def make_dx(
     with_pixel_spacing: bool = False,
     study_date: str = "20240105",
     seed: int = 0,
+    scale: int = 1,
 ) -> Dataset:
-    """A 256x320 uint16 DX For Presentation AP pelvis, patient right on image left."""
+    """A 256x320 (x ``scale``) uint16 DX For Presentation AP pelvis, patient right on image left."""
     rng = np.random.default_rng(seed)
+    rows, columns = ROWS * scale, COLUMNS * scale
     ds = Dataset()
     ds.SpecificCharacterSet = charset
     ds.SOPClassUID = DX_PRESENTATION
@@ -97,7 +99,7 @@ def make_dx(
     ds.DetectorBinning = [1, 1]
     ds.DetectorElementSpacing = [0.7, 0.7]
     ds.FieldOfViewShape = "RECTANGLE"
-    ds.FieldOfViewDimensions = [int(ROWS * 0.7), int(COLUMNS * 0.7)]
+    ds.FieldOfViewDimensions = [int(rows * 0.7), int(columns * 0.7)]
     ds.PositionerType = "NONE"
     if with_pixel_spacing:
         ds.PixelSpacing = [0.61, 0.61]
@@ -106,7 +108,7 @@ def make_dx(
     # Pixels
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = ROWS, COLUMNS
+    ds.Rows, ds.Columns = rows, columns
     ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
@@ -121,7 +123,7 @@ def make_dx(
     ds.PixelIntensityRelationship = "LIN"
     ds.PixelIntensityRelationshipSign = 1
     ds.BurnedInAnnotation = "NO"
-    yy, xx = np.mgrid[0:ROWS, 0:COLUMNS]
+    yy, xx = np.mgrid[0:rows, 0:columns] / scale
     image = 800 + 1500 * np.exp(-(((xx - 160) / 90.0) ** 2 + ((yy - 110) / 70.0) ** 2))
     image += rng.normal(0, 30, image.shape)
     ds.PixelData = np.clip(image, 0, 4095).astype(np.uint16).tobytes()
@@ -144,7 +146,7 @@ def _rect(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     return m
 
 
-def make_analysis(*, post_op: bool = False, shift: float = 0.0) -> ImageAnalysis:
+def make_analysis(*, post_op: bool = False, shift: float = 0.0, scale: int = 1) -> ImageAnalysis:
     """Fake but plausible analysis: right hip on the image left, left hip on the right.
 
     ``post_op`` adds a left implant (cup and stem landmarks); the pre-op image
@@ -194,12 +196,15 @@ def make_analysis(*, post_op: bool = False, shift: float = 0.0) -> ImageAnalysis
     if post_op:
         masks["implant_left"] = _disc(220, 120, 21) | _rect(214, 130, 226, 252)
         masks["joint_space_left"][:] = False  # an empty segment on purpose
+    if scale != 1:
+        lm = {k: None if v is None else (v[0] * scale, v[1] * scale) for k, v in lm.items()}
+        masks = {k: np.repeat(np.repeat(v, scale, axis=0), scale, axis=1) for k, v in masks.items()}
     return ImageAnalysis(
         landmarks=lm,
         measurements=measurements,
         masks=masks,
         calibration="magnification_corrected",
-        pixel_spacing_mm=(0.7 / 1.15, 0.7 / 1.15),
+        pixel_spacing_mm=(0.7 / 1.15 / scale, 0.7 / 1.15 / scale),
         algorithms=(SEG_ALGO, LANDMARK_ALGO),
     )
 
@@ -212,10 +217,11 @@ def make_alignment() -> PairAlignment:
     )
 
 
-def make_cdm() -> np.ndarray:
+def make_cdm(scale: int = 1) -> np.ndarray:
     """A colour gradient standing in for a colour difference map (uint8 RGB)."""
-    rgb = np.zeros((ROWS, COLUMNS, 3), np.uint8)
-    rgb[..., 0] = (np.arange(COLUMNS) * 255 // COLUMNS)[None, :]
+    rows, columns = ROWS * scale, COLUMNS * scale
+    rgb = np.zeros((rows, columns, 3), np.uint8)
+    rgb[..., 0] = (np.arange(columns) * 255 // columns)[None, :]
     rgb[..., 1] = 40
-    rgb[..., 2] = (np.arange(ROWS) * 255 // ROWS)[:, None]
+    rgb[..., 2] = (np.arange(rows) * 255 // rows)[:, None]
     return rgb
