@@ -156,6 +156,12 @@ def _bone_attenuation(occ: np.ndarray, cortex_mm: np.ndarray | float, marrow: np
     return np.maximum(mu, 0.0).astype(np.float32)
 
 
+def _binary(occupancy: np.ndarray) -> np.ndarray:
+    """Mask channels are the 0.5 iso-surface of the smoothed occupancy, so mask edges do not
+    creep outward where a ray runs tangentially through a smoothed tail."""
+    return (occupancy > 0.5).astype(np.float32)
+
+
 def _split_femurs(label: np.ndarray, midline_index: float) -> dict[str, np.ndarray]:
     lab, n = ndimage.label(label == LABEL_FEMUR)
     if n < 2:
@@ -349,7 +355,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
         roof[tuple(idx[sel].T)] = True
     occ_roof = _resample(roof, volume, lo, shape, BONE_VOXEL_MM)
     mu_bone = _bone_attenuation(occ_bone, 1.6, None, rng, BONE_VOXEL_MM)
-    pelvis_body = Body(np.stack([mu_bone, occ_pelvis, occ_roof]), ("mu", "pelvis", "roof"), lo, BONE_VOXEL_MM)
+    pelvis_body = Body(np.stack([mu_bone, _binary(occ_pelvis), _binary(occ_roof)]), ("mu", "pelvis", "roof"), lo, BONE_VOXEL_MM)
 
     # --- femur bodies: pre-op and post-op (neck resected) channels.
     femur_bodies: dict[str, Body] = {}
@@ -370,7 +376,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
         cut = (p @ geo.neck_cut_normal > -geo.neck_cut_offset_mm) & (np.linalg.norm(p, axis=-1) < geo.neck_cut_offset_mm + 25)
         keep = 1.0 - ndimage.gaussian_filter(cut.astype(np.float32), 0.5)
         femur_bodies[side] = Body(
-            np.stack([mu, occ, head, mu * keep, occ * keep]).astype(np.float32),
+            np.stack([mu, _binary(occ), _binary(head), mu * keep, _binary(occ * keep)]).astype(np.float32),
             ("mu", "femur", "head", "mu_post", "femur_post"),
             lo_f,
             BONE_VOXEL_MM,
@@ -389,7 +395,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     return Anatomy(volume.name, pelvis_body, femur_bodies, soft, femur_geo, candidates, ring_points, midline_x, anchor)
 
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def _cache_file(label_path: Path) -> Path | None:

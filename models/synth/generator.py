@@ -32,7 +32,7 @@ from models.synth.projection import (
     splat,
 )
 
-FULL_COLS, FULL_ROWS, FULL_PITCH_MM = 2500, 2000, 0.15
+FULL_COLS, FULL_ROWS, FULL_PITCH_MM = 2560, 2048, 0.16  # 410 x 328 mm detector
 OCCUPANCY_MM = 0.3  # a ray "crosses" a structure when its path inside exceeds this
 
 
@@ -239,20 +239,26 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     world_from_anat, world_from_femur, cups = _transforms(patient, pose, phase)
     implanted = set(cups)
 
-    pelvis = splat(body_points(anatomy.pelvis, ("mu", "pelvis", "roof")), world_from_anat, geom, grid)
+    pelvis = np.concatenate([
+        splat(body_points(anatomy.pelvis, ("mu", "pelvis")), world_from_anat, geom, grid),
+        splat(body_points(anatomy.pelvis, ("roof",)), world_from_anat, geom, grid),
+    ])
     soft_grid = CoarseGrid(grid.factor * 2, -(-grid.rows // 2), -(-grid.cols // 2))
     soft_cloud = body_points(anatomy.soft, ("muscle", "fat"))
     soft_mu = soft_cloud.values @ np.array([[MU_MUSCLE], [MU_FAT * patient.fat_scale]], np.float32)
-    soft_line = splat(soft_cloud, world_from_anat, geom, soft_grid, weights=soft_mu)[0]
+    soft_line = cv2.GaussianBlur(splat(soft_cloud, world_from_anat, geom, soft_grid, weights=soft_mu)[0], (0, 0), 0.8)
     soft_line = cv2.resize(soft_line, (soft_grid.cols * 2, soft_grid.rows * 2), interpolation=cv2.INTER_LINEAR)[: grid.rows, : grid.cols]
     bone_line = pelvis[0].copy()
     occupancy: dict[str, np.ndarray] = {"pelvis": pelvis[1], "roof": pelvis[2]}
     for side in SIDES:
-        channels = ("mu_post", "femur_post") if side in implanted else ("mu", "femur", "head")
+        channels = ("mu_post", "femur_post") if side in implanted else ("mu", "femur")
         f = splat(body_points(anatomy.femurs[side], channels), world_from_femur[side], geom, grid)
         bone_line += f[0]
         occupancy[f"femur_{side}"] = f[1]
-        occupancy[f"head_{side}"] = f[2] if side not in implanted else np.zeros_like(f[1])
+        if side in implanted:
+            occupancy[f"head_{side}"] = np.zeros_like(f[1])
+        else:
+            occupancy[f"head_{side}"] = splat(body_points(anatomy.femurs[side], ("head",)), world_from_femur[side], geom, grid)[0]
 
     bone_fine = _upsample(bone_line, grid, geom)
     texture = _texture((geom.rows, geom.cols), 0.35 * geom.magnification / geom.pitch_mm, rng)
@@ -341,7 +347,7 @@ def _landmarks(
         out[f"greater_trochanter_{s}"] = tuple(_pick(proj(fm, cand[f"greater_trochanter_{s}"]), vertical))
         out[f"lesser_trochanter_{s}"] = tuple(_pick(proj(fm, cand[f"lesser_trochanter_{s}"]), medial))
         out[f"femoral_shaft_proximal_{s}"] = tuple(proj(fm, geo.shaft_proximal[None])[0])
-        out[f"femoral_shaft_distal_{s}"] = tuple(proj(fm, geo.shaft_distal[None])[0])
+        out[f"femoral_shaft_distal_{s}"] = _shaft_distal(proj(fm, np.linspace(geo.shaft_proximal, geo.shaft_distal, 61)), geom)
         edge = proj(world_from_anat, cand[f"acetabular_lateral_edge_{s}"])
         native_centre = proj(world_from_anat, geo.head_centre[None])[0]
         d = edge - native_centre
@@ -364,6 +370,19 @@ def _landmarks(
         elif p is not None:
             out[name] = (float(p[0]), float(p[1]))
     return out
+
+
+def _shaft_distal(line_px: np.ndarray, geom: Geometry) -> tuple[float, float] | None:
+    """80 mm below the lesser trochanter, or the most distal visible level when the film ends sooner.
+
+    ``line_px`` samples the shaft centreline from 20 mm (index 0) to 80 mm below
+    the trochanter; a level needs to be at least 20 mm below the proximal point.
+    """
+    margin = 0.01 * geom.cols
+    for p in line_px[::-1][: len(line_px) * 2 // 3]:
+        if margin <= p[0] <= geom.cols - 1 - margin and margin <= p[1] <= geom.rows - 1 - margin:
+            return (float(p[0]), float(p[1]))
+    return None
 
 
 def _roof_and_joint(
@@ -406,7 +425,8 @@ def _roof_and_joint(
         bins = np.clip(((angle + 180.0) * 2).astype(int), 0, 719)
         inner = np.full(720, np.inf)
         np.minimum.at(inner, bins[roof], radius[roof])
-        joint = inside & ~head & ~roof & (radius < inner[bins]) & (radius > 0.85 * r_px)
+        has_roof = np.isfinite(inner[bins])
+        joint = inside & ~head & ~roof & has_roof & (radius < np.where(has_roof, inner[bins], 0.0)) & (radius > 0.85 * r_px)
         full_roof = np.zeros((geom.rows, geom.cols), bool)
         full_joint = np.zeros((geom.rows, geom.cols), bool)
         full_roof[r0:r1, c0:c1] = roof

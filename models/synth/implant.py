@@ -125,37 +125,33 @@ def render_hip(hip: Hip, geom: Geometry, sample_pitch_mm: float = 0.3) -> tuple[
         inner = _sphere_halfspace_chord(s, d, hip.cup_centre, hip.cup_outer_mm - hip.cup_shell_mm, n)
         head = _sphere_halfspace_chord(s, d, hip.cup_centre, hip.head_radius_mm, None)
         mu_line[r0:r1, c0:c1] += (hip.mu_cup * (outer - inner) + hip.mu_head * head).astype(np.float32)
-    # stem: sampled along rays on a grid of about sample_pitch_mm, then resized
+    # stem: per pixel, the chord through a flattened (elliptic) tapered capsule, in 2D
     pts = np.concatenate([[a, b] for a, b, _, _ in hip.stem])
     rmax = max(max(ra, rb) for _, _, ra, rb in hip.stem)
-    box = np.concatenate([pts + o for o in rmax * np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])])
-    win = _window(geom, box, 2)
+    win = _window(geom, pts, rmax * geom.magnification / geom.pitch_mm * 1.3 + 3)
     if win is not None:
         r0, r1, c0, c1 = win
-        k = max(1, int(round(sample_pitch_mm / geom.pitch_mm)))
-        rows = np.arange(r0, r1, k, dtype=float) + (k - 1) / 2.0
-        cols = np.arange(c0, c1, k, dtype=float) + (k - 1) / 2.0
-        d = _rays(geom, rows, cols)
-        # depth range along the rays from the box
-        t_all = (box - s) @ np.array([0.0, 1.0, 0.0])
-        t_lo, t_hi = t_all.min() * 0.98, t_all.max() * 1.02
-        step = 0.5
-        dy = d[..., 1:2]
-        acc = np.zeros(d.shape[:2], np.float32)
-        for ty in np.arange(t_lo, t_hi, step):
-            p = s + d * (ty / dy)  # point at depth ty along y from the source
-            occ = np.zeros(d.shape[:2], np.float32)
-            for a, b, ra, rb in hip.stem:
-                ab = b - a
-                t = np.clip(((p - a) @ ab) / float(ab @ ab), 0.0, 1.0)
-                diff = p - (a + t[..., None] * ab)
-                ap = diff @ hip.stem_ap
-                dist = np.sqrt(np.maximum((diff**2).sum(-1) + (hip.stem_flatten**2 - 1) * ap**2, 0.0))
-                sd = dist - (ra + t * (rb - ra))
-                occ = np.maximum(occ, np.clip(0.5 - sd / 0.4, 0.0, 1.0))
-            acc += occ
-        ray_len = step / np.abs(dy[..., 0])
-        stem_line = (acc * ray_len * hip.mu_stem).astype(np.float32)
-        full = cv2.resize(stem_line, (len(cols) * k, len(rows) * k), interpolation=cv2.INTER_LINEAR)
-        mu_line[r0:r1, c0:c1] = np.maximum(mu_line[r0:r1, c0:c1], 0) + full[: r1 - r0, : c1 - c0]
+        rows, cols = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+        stem_line = np.zeros(rows.shape, np.float32)
+        for a, b, ra, rb in hip.stem:
+            (pa, pb) = geom.project(np.array([a, b]))
+            ma, mb = geom.magnification_at(a), geom.magnification_at(b)
+            axis = (b - a) / np.linalg.norm(b - a)
+            centre = 0.5 * (a + b)
+            ray = centre - geom.source
+            ray /= np.linalg.norm(ray)
+            # angle of the thin (AP) axis to the ray decides the projected half-width
+            cos_phi = abs(float(hip.stem_ap @ ray))
+            sin2 = 1.0 - cos_phi**2
+            obliquity = 1.0 / max(np.sqrt(max(1.0 - float(axis @ ray) ** 2, 1e-6)), 0.2)
+            ab = pb - pa
+            length2 = max(float(ab @ ab), 1e-9)
+            t = np.clip(((cols - pa[0]) * ab[0] + (rows - pa[1]) * ab[1]) / length2, 0.0, 1.0)
+            rho = np.hypot(cols - (pa[0] + t * ab[0]), rows - (pa[1] + t * ab[1])) * geom.pitch_mm / (ma + t * (mb - ma))
+            semi_ml = ra + t * (rb - ra)
+            semi_ap = semi_ml / hip.stem_flatten
+            w2 = semi_ml**2 * (1.0 - sin2) + semi_ap**2 * sin2
+            chord = 2.0 * semi_ml * semi_ap / w2 * np.sqrt(np.maximum(w2 - rho**2, 0.0)) * obliquity
+            stem_line = np.maximum(stem_line, chord.astype(np.float32))
+        mu_line[r0:r1, c0:c1] += hip.mu_stem * stem_line
     return mu_line, mu_line > 0.02

@@ -181,9 +181,10 @@ def project_body(
 class PointCloud:
     """A body as weighted points: anatomy-space positions (n, 3) and per-channel values (n, C).
 
-    Each point stands for one voxel of ``voxel_mm``; its position carries a
-    fixed sub-voxel jitter so that splatting a lattice onto the detector
-    lattice cannot produce moiré.
+    Each point stands for one voxel of ``voxel_mm`` at the voxel centre. The
+    lattice is not jittered: jitter adds noise, and the cone beam's depth-
+    dependent magnification plus the pose rotation already break the lattice
+    (measured: 1.4 % mean deviation from ray casting, 7 % with jitter).
     """
 
     points: np.ndarray
@@ -192,7 +193,7 @@ class PointCloud:
     voxel_mm: float
 
 
-def body_points(body: Body, channels: tuple[str, ...], seed: int = 0) -> PointCloud:
+def body_points(body: Body, channels: tuple[str, ...]) -> PointCloud:
     """The non-empty voxels of ``body`` as a :class:`PointCloud` (cached on the body)."""
     cache = body.__dict__.setdefault("_clouds", {})
     if channels not in cache:
@@ -201,8 +202,7 @@ def body_points(body: Body, channels: tuple[str, ...], seed: int = 0) -> PointCl
         nz = np.nonzero(np.abs(data).max(0) > 1e-4)
         values = np.ascontiguousarray(data[(slice(None), *nz)].T.astype(np.float32))
         zyx = np.stack(nz, 1).astype(np.float32)
-        jitter = np.random.default_rng(seed).uniform(-0.5, 0.5, zyx.shape).astype(np.float32)
-        pts = (zyx[:, ::-1] + jitter[:, ::-1]) * np.float32(body.voxel_mm) + body.origin_mm.astype(np.float32)
+        pts = zyx[:, ::-1] * np.float32(body.voxel_mm) + body.origin_mm.astype(np.float32)
         cache[channels] = PointCloud(np.ascontiguousarray(pts), values, channels, body.voxel_mm)
     return cache[channels]
 
@@ -241,9 +241,10 @@ def splat(
         i0, j0, fu, fv, amount, values = i0[ok], j0[ok], fu[ok], fv[ok], amount[ok], values[ok]
     base = j0 * grid.cols + i0
     index = np.concatenate([base, base + 1, base + grid.cols, base + grid.cols + 1])
-    corner = np.concatenate([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv]) * np.tile(amount, 4)
+    gu, gv = 1.0 - fu, 1.0 - fv
+    corner = np.concatenate([gu * gv * amount, fu * gv * amount, gu * fv * amount, fu * fv * amount]).reshape(4, -1)
     n = grid.rows * grid.cols
     out = np.empty((values.shape[1], grid.rows, grid.cols), np.float32)
     for c in range(values.shape[1]):
-        out[c] = np.bincount(index, weights=corner * np.tile(values[:, c], 4), minlength=n).reshape(grid.rows, grid.cols)
+        out[c] = np.bincount(index, weights=(corner * values[:, c]).ravel(), minlength=n).reshape(grid.rows, grid.cols)
     return out
