@@ -9,7 +9,6 @@ identities (Contributing Equipment) are filled the same way in every object.
 from __future__ import annotations
 
 import copy
-import datetime
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -185,9 +184,3 @@ def instance_number(source: Dataset) -> int:
     except (TypeError, ValueError):
         return 1
     return value if value >= 1 else 1
-
-
-def content_datetime() -> tuple[datetime.date, datetime.time]:
-    """Content Date/Time: when the result was made (the only non-deterministic part)."""
-    now = datetime.datetime.now()
-    return now.date(), now.time().replace(microsecond=0)
