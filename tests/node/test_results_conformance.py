@@ -144,3 +144,27 @@ def test_sparse_compressed_monochrome1_source(tmp_path: Path) -> None:
         assert verdict.errors == [], f"{path.name}:\n{verdict.output}"
         assert pydicom.dcmread(path).PatientID == source.PatientID
     assert "PatientSex" not in source  # the caller's dataset is left alone
+
+
+def test_real_colour_difference_map_and_deltas_encode(tmp_path: Path) -> None:
+    """The align stage's CDM and the deltas module's output go straight into the encoders."""
+    from models.algorithms.deltas import aligned_deltas
+    from models.align.cdm import colour_difference_map
+    from node.imaging import radiograph_from_dataset
+
+    pre, post = make_dx(seed=1), make_dx(seed=2, charset="ISO_IR 100")
+    pre_a, post_a = make_analysis(), make_analysis(post_op=True, shift=1.5)
+    alignment = make_alignment()
+    pre_px, post_px = radiograph_from_dataset(pre).pixels, radiograph_from_dataset(post).pixels
+    cdm = colour_difference_map(pre_px, post_px, alignment.homography)
+    deltas = aligned_deltas(pre_a.landmarks, post_a.landmarks, alignment.homography, pre_a.pixel_spacing_mm)
+    results = encode_pair_results(
+        pre, post, pre_a, post_a, alignment, cdm, deltas, pre_pixels=pre_px, post_pixels=post_px
+    )
+    assert [result_kind(ds) for ds in results] == ["sr_pair", "cdm_sc", "overlay_sc"]
+    assert (results[1].pixel_array == cdm).all()
+    require_tools()
+    for ds in results:
+        path = tmp_path / f"{result_kind(ds)}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy(path).errors == [], path.name
