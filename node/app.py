@@ -60,6 +60,7 @@ class Node:
         self.workers: WorkerPool | None = None
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
+        self.receivers: Any | None = None
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -92,6 +93,11 @@ class Node:
         on_stored = self.completion.on_instance_stored if self.completion is not None else None
         self.ingestor = Ingestor(self.filestore, self.session_factory, on_stored=on_stored)
         self.ae, self.server = start_scp(settings, self.ingestor)
+        if settings.receiver_processes > 1:
+            from node.network.receivers import ReceiverPool
+
+            self.receivers = ReceiverPool(settings, on_stored)
+            self.receivers.start(settings.receiver_processes - 1)
         self.sender = _optional_service("node.sender.service", "OutboxSender", settings, self.session_factory)
         if self.sender is not None:
             self.sender.start()
@@ -99,6 +105,7 @@ class Node:
             "ae_title": settings.ae_title, "bind": settings.bind_address, "port": self.port,
             "tls": settings.tls.enabled, "allowed_calling_aets": ",".join(settings.allowed_calling_aets) or "*",
             "max_associations": settings.maximum_associations,
+            "receiver_processes": settings.receiver_processes,
             "completion": self.completion is not None, "sender": self.sender is not None,
             "workers": settings.workers,
         })
@@ -114,6 +121,9 @@ class Node:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        if self.receivers is not None:
+            self.receivers.stop()
+            self.receivers = None
         for service in (self.sender, self.completion):
             if service is not None:
                 try:

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     require_called_aet: bool = True
     maximum_associations: int = Field(16, ge=1)
     maximum_pdu_size: int = Field(0, ge=0, description="0 = unlimited; large PDUs are much faster")
+    receiver_processes: int = Field(
+        1, ge=1, le=64, description="processes sharing the port (SO_REUSEPORT) to receive C-STOREs"
+    )
     storage_dir: Path = Path("./hipnode-data")
     database_url: str | None = Field(None, description="default: sqlite file in storage_dir")
     max_storage_bytes: int | None = Field(None, gt=0, description="refuse with A700 above this size")

@@ -14,7 +14,7 @@ from node.config import Settings, TlsSettings
 from node.network.contexts import STORAGE_CONTEXTS
 from node.network.ingest import Ingestor
 from node.network.store_handler import AssociationLog, handle_echo, handle_store
-from node.network.tuning import use_large_socket_reads
+from node.network.tuning import allow_port_sharing, use_large_socket_reads
 from storage.filestore import FileStore
 
 
@@ -64,10 +64,16 @@ def build_ae(settings: Settings) -> AE:
 
 
 def start_scp(settings: Settings, ingestor: Ingestor) -> tuple[AE, ThreadedAssociationServer]:
-    """Start listening (non-blocking); returns the AE and its server."""
+    """Start listening (non-blocking); returns the AE and its server.
+
+    With ``settings.receiver_processes > 1`` the socket is bound with
+    SO_REUSEPORT so the other receiver processes can share the port.
+    """
     use_receive_buffers(ingestor.filestore)
     use_large_socket_reads()
+    allow_port_sharing()
     ae = build_ae(settings)
+    ae.share_port = settings.receiver_processes > 1  # type: ignore[attr-defined]
     assoc_log = AssociationLog()
     handlers = [
         (evt.EVT_C_ECHO, handle_echo),

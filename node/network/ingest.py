@@ -123,15 +123,8 @@ class Ingestor:
                 self.filestore.release(size)
                 status = StoreStatus.OUT_OF_RESOURCES if is_full_error(exc) else StoreStatus.STORAGE_FAILURE
                 return IngestOutcome(status, f"writing the object failed: {exc}", facts.sop_instance_uid)
-            derived = False
             try:
-                with self._db_lock, self.session_factory() as session:
-                    derived = session.scalar(
-                        select(Result.id).where(Result.sop_instance_uid == facts.sop_instance_uid)
-                    ) is not None
-                    catalogue.add_instance(session, facts, path=relative, sha256=sha, size_bytes=size,
-                                           calling_aet=calling_aet, derived_by_node=derived)
-                    session.commit()
+                derived = self._catalogue(facts, relative, sha, size, calling_aet)
             except (IntegrityError, OperationalError, SQLAlchemyError) as exc:
                 # No row means not stored: take the file back so the store and catalogue agree.
                 self.filestore.remove(relative)
@@ -149,6 +142,28 @@ class Ingestor:
                               extra={"study_instance_uid": facts.study_instance_uid})
         return IngestOutcome(StoreStatus.SUCCESS, "stored", facts.sop_instance_uid, facts.study_instance_uid,
                              size_bytes=size)
+
+    def _catalogue(self, facts: catalogue.InstanceFacts, relative: str, sha: str, size: int,
+                   calling_aet: str | None, attempts: int = 3) -> bool:
+        """Commit the instance row; return whether it is one of the node's own results.
+
+        Another receiver process may create the same patient, study or series
+        at the same moment: the loser's unique-constraint error is retried.
+        """
+        for attempt in range(attempts):
+            try:
+                with self._db_lock, self.session_factory() as session:
+                    derived = session.scalar(
+                        select(Result.id).where(Result.sop_instance_uid == facts.sop_instance_uid)
+                    ) is not None
+                    catalogue.add_instance(session, facts, path=relative, sha256=sha, size_bytes=size,
+                                           calling_aet=calling_aet, derived_by_node=derived)
+                    session.commit()
+                    return derived
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _reserve(self, size: int) -> None:
         """Reserve space under the cap; when refused, recount from the catalogue once

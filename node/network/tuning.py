@@ -9,6 +9,8 @@ straight into one preallocated buffer with ``recv_into`` keeps the behaviour
 
 from __future__ import annotations
 
+import socket
+
 from pynetdicom import transport
 
 _ORIGINAL_RECV = transport.AssociationSocket.recv
@@ -35,3 +37,21 @@ def _recv_into_buffer(self: transport.AssociationSocket, nr_bytes: int) -> bytea
 def use_large_socket_reads() -> None:
     """Replace ``AssociationSocket.recv`` with :func:`_recv_into_buffer` (idempotent)."""
     transport.AssociationSocket.recv = _recv_into_buffer  # type: ignore[method-assign]
+
+
+_ORIGINAL_BIND = transport.AssociationServer.server_bind
+
+
+def _bind_sharing_port(self: transport.AssociationServer) -> None:
+    if getattr(self.ae, "share_port", False) and self.socket is not None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    _ORIGINAL_BIND(self)
+
+
+def allow_port_sharing() -> None:
+    """Servers of an AE with ``ae.share_port = True`` bind with SO_REUSEPORT.
+
+    Several receiver processes then listen on one port and the kernel spreads
+    incoming connections over them (idempotent).
+    """
+    transport.AssociationServer.server_bind = _bind_sharing_port  # type: ignore[method-assign]
