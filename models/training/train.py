@@ -88,33 +88,44 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = max(1, cfg.epochs * len(loader))
     warmup = max(1, min(20, total_steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
-    )
+    budget_s = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
     start = time.monotonic()
     losses: list[float] = []
     epochs_done = 0
+    step = 0
+    stopped_by_time = False
     for epoch in range(cfg.epochs):
         data.epoch = epoch
         model.train()
         running = []
         for batch in loader:
+            # Cosine schedule over steps, or over the time budget when that runs out first
+            # (a time-capped run still anneals, at the price of exact reproducibility).
+            progress = step / total_steps
+            if budget_s is not None:
+                progress = max(progress, (time.monotonic() - start) / budget_s)
+            if progress >= 1.0:
+                stopped_by_time = True
+                break
+            factor = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * factor
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = _step_loss(model, batch, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            step += 1
             running.append(float(loss.detach()))
-        epochs_done = epoch + 1
-        losses.append(float(np.mean(running)))
-        elapsed = time.monotonic() - start
-        log.info("epoch done", extra={"task": cfg.task, "epoch": epochs_done, "loss": round(losses[-1], 4),
-                                      "elapsed_s": round(elapsed, 1)})
-        if on_epoch is not None:
-            on_epoch(epochs_done, losses[-1])
-        if cfg.max_minutes is not None and elapsed > 60 * cfg.max_minutes:
-            log.warning("stopping early: time limit", extra={"epochs_done": epochs_done})
+        if running:
+            epochs_done = epoch + 1
+            losses.append(float(np.mean(running)))
+            log.info("epoch done", extra={"task": cfg.task, "epoch": epochs_done, "loss": round(losses[-1], 4),
+                                          "elapsed_s": round(time.monotonic() - start, 1)})
+            if on_epoch is not None:
+                on_epoch(epochs_done, losses[-1])
+        if stopped_by_time:
+            log.warning("stopped at the time budget", extra={"epochs_done": epochs_done, "steps": step})
             break
     model.eval().cpu()
     summary = {
@@ -123,6 +134,8 @@ def train(
         "final_loss": losses[-1] if losses else None,
         "loss_per_epoch": [round(v, 5) for v in losses],
         "train_seconds": round(time.monotonic() - start, 1),
+        "steps": step,
+        "stopped_by_time_budget": stopped_by_time,
         "samples": len(samples),
         "torch_threads": torch.get_num_threads(),
     }

@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reg-channels", type=int, default=16, help="landmarks: regression CNN width")
     parser.add_argument("--exclude-anatomy", action="append", default=[], help="leave this anatomy out (repeatable)")
     parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this wall time")
+    parser.add_argument("--max-minutes", type=float, help="time budget: the LR schedule anneals within it and training stops at it")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--version", default="0.1.0", help="model version written to the manifest")
