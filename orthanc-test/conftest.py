@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _path in (HERE, HERE.parent):  # the harness package, and the project (node.results for the encoders)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from harness.pair import SyntheticPair, make_pair  # noqa: E402
 from harness.stack import CACHE_DIR, OHIF_DIST, REPO_ROOT  # noqa: E402

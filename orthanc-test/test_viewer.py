@@ -6,9 +6,12 @@ script (``viewer/check-viewer.mjs``) measures; this test decides what must hold.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -25,24 +28,87 @@ NODE_AET = "HIPNODE"
 
 
 class Loaded:
-    def __init__(self, stack: HarnessStack, pair: SyntheticPair, post: StudyResults) -> None:
-        self.stack, self.pair, self.post = stack, pair, post
+    def __init__(self, stack: HarnessStack, pair: SyntheticPair, post: StudyResults, artifacts: Path) -> None:
+        self.stack, self.pair, self.post, self.artifacts = stack, pair, post, artifacts
 
 
-@pytest.fixture(scope="module")
-def loaded(harness_installed: None, receiver: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
-    artifacts = REPO_ROOT / "artifacts" / "harness" / "viewer"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    pair = make_pair(tmp_path_factory.mktemp("viewer-pair"))
+@contextlib.contextmanager
+def _load(receiver: str, encoders: str, name: str, tmp: Path) -> Iterator[Loaded]:
+    """A stack with one routed pair whose results are in Orthanc; artifacts under ``artifacts/harness/<name>``."""
+    artifacts = REPO_ROOT / "artifacts" / "harness" / name
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.mkdir(parents=True)
+    pair = make_pair(tmp)
     options = StackOptions(routing_mode="on-stored", receiver=receiver, node_aet=NODE_AET,  # type: ignore[arg-type]
                            viewer=True, artifacts_dir=artifacts)
     with HarnessStack(options) as stack:
         stack.send_to_orthanc([pair.pre, pair.post], calling_aet="MODALITY")
         if receiver == "storescp":
             files = wait_for(lambda: len(f := stack.received_files()) >= 2 and f, 30, "the routed pair")
-            send_stand_in_results(stack, files, NODE_AET)  # type: ignore[arg-type]
+            send_stand_in_results(stack, files, NODE_AET, encoders=encoders)  # type: ignore[arg-type]
         post = wait_for_results(stack, pair.post_study_uid, ("SEG", "SR", "OT"), 180 if receiver == "node" else 30)
-        yield Loaded(stack, pair, post)
+        yield Loaded(stack, pair, post, artifacts)
+
+
+@pytest.fixture(scope="module")
+def loaded(harness_installed: None, receiver: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    """Results from the configured receiver: the harness's stand-in objects, or the node's own."""
+    with _load(receiver, "harness", "viewer", tmp_path_factory.mktemp("viewer-pair")) as loaded_stack:
+        yield loaded_stack
+
+
+@pytest.fixture(scope="module")
+def node_encoders_report(harness_installed: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What OHIF shows of the objects ``node.results`` encodes (known masks, no model weights needed)."""
+    with _load("storescp", "node", "viewer-node-encoders", tmp_path_factory.mktemp("enc-pair")) as loaded_stack:
+        return _run_viewer(loaded_stack, sc_word="difference")
+
+
+def _run_viewer(loaded: Loaded, sc_word: str = "") -> dict[str, Any]:
+    """Run ``check-viewer.mjs`` on the post-op study; its JSON report (also saved as an artifact)."""
+    stack, post = loaded.stack, loaded.post
+    dx_series = [s for s in stack.orthanc.study_series(loaded.pair.post_study_uid)
+                 if s["MainDicomTags"].get("Modality") == "DX"]
+    args = {
+        "baseUrl": stack.viewer_base_url, "studyUid": loaded.pair.post_study_uid,
+        "studyTexts": ["XR PELVIS AP POSTOP", "XR PELVIS AP PREOP"],
+        "imageSeries": int(dx_series[0]["MainDicomTags"]["SeriesNumber"]),
+        "segSeries": post.series_number("SEG"), "srSeries": post.series_number("SR"),
+        "scSeries": post.series_number("OT", sc_word), "outDir": str(loaded.artifacts), "timeoutMs": 60000,
+        "segTimeoutMs": 30000,
+    }
+    started = time.monotonic()
+    proc = stack.run(["node", str(VIEWER_DIR / "check-viewer.mjs"), json.dumps(args)],
+                     timeout_s=VIEWER_TIMEOUT_S, env=stack.viewer_env())
+    (loaded.artifacts / "check-viewer.json").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["args"] = args
+    (loaded.artifacts / "check-viewer.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _assert_renders(report: dict[str, Any], *, seg: bool) -> None:
+    """What a reader must see: both studies listed, the radiograph, the SR, the colour map (and the SEG)."""
+    assert "error" not in report, report["error"]
+    steps = report["steps"]
+    assert steps["studyList"].get("found") == report["args"]["studyTexts"], steps["studyList"]
+    radiograph = steps["radiograph"]
+    assert "error" not in radiograph, radiograph["error"]
+    assert radiograph["nonBlack"] > 0.3 * radiograph["pixels"], "the radiograph did not render"
+    assert radiograph["coloured"] < 0.02 * radiograph["pixels"], "a grey radiograph has no colour yet"
+    assert steps["sr"].get("listed") and "SR" in steps["sr"]["text"], steps["sr"]
+    sc = steps["sc"]
+    assert "error" not in sc, sc["error"]
+    assert sc["coloured"] > 0.3 * sc["pixels"], "the colour difference map did not render in colour"
+    if seg:
+        overlay = steps["seg"]
+        assert "error" not in overlay, overlay["error"][:500]
+        assert overlay["coloured"] - radiograph["coloured"] > 0.03 * overlay["pixels"], "no SEG overlay colours"
+        assert overlay["nonBlack"] > 0.3 * overlay["pixels"], "the radiograph vanished under the overlay"
+        crashes = [e for e in report["consoleErrors"] if "TypeError" in e or "ReferenceError" in e]
+        assert not crashes, crashes
 
 
 def test_proxy_serves_one_origin_with_isolation_headers(loaded: Loaded) -> None:
@@ -77,39 +143,19 @@ def test_proxy_decodes_encoded_commas_in_includefield(loaded: Loaded) -> None:
 
 
 def test_ohif_shows_radiograph_seg_overlay_colour_map_and_sr(loaded: Loaded) -> None:
-    stack, post = loaded.stack, loaded.post
-    out_dir = REPO_ROOT / "artifacts" / "harness" / "viewer"
-    dx_series = [s for s in stack.orthanc.study_series(loaded.pair.post_study_uid)
-                 if s["MainDicomTags"].get("Modality") == "DX"]
-    args = {
-        "baseUrl": stack.viewer_base_url, "studyUid": loaded.pair.post_study_uid,
-        "studyTexts": ["XR PELVIS AP POSTOP", "XR PELVIS AP PREOP"],
-        "imageSeries": int(dx_series[0]["MainDicomTags"]["SeriesNumber"]),
-        "segSeries": post.series_numbers["SEG"], "srSeries": post.series_numbers["SR"],
-        "scSeries": post.series_numbers["OT"], "outDir": str(out_dir), "timeoutMs": 60000,
-    }
-    started = time.monotonic()
-    proc = stack.run(["node", str(VIEWER_DIR / "check-viewer.mjs"), json.dumps(args)],
-                     timeout_s=VIEWER_TIMEOUT_S, env=stack.viewer_env())
-    (out_dir / "check-viewer.json").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    report["seconds"] = round(time.monotonic() - started, 1)
-    (out_dir / "check-viewer.json").write_text(json.dumps(report, indent=2))
-    assert "error" not in report, report["error"]
-    steps = report["steps"]
-
-    assert steps["studyList"]["found"] == args["studyTexts"]
-    radiograph = steps["radiograph"]
-    assert radiograph["nonBlack"] > 0.3 * radiograph["pixels"], "the radiograph did not render"
-    assert radiograph["coloured"] < 0.02 * radiograph["pixels"], "a grey radiograph has no colour yet"
-    seg = steps["seg"]
-    assert seg["coloured"] - radiograph["coloured"] > 0.03 * seg["pixels"], "no SEG overlay colours"
-    assert seg["nonBlack"] > 0.3 * seg["pixels"], "the radiograph vanished under the overlay"
-    sc = steps["sc"]
-    assert sc["coloured"] > 0.3 * sc["pixels"], "the colour difference map did not render in colour"
-    assert steps["sr"]["listed"] and "SR" in steps["sr"]["text"]
-    crashes = [e for e in report["consoleErrors"] if "TypeError" in e or "ReferenceError" in e]
-    assert not crashes, crashes
+    report = _run_viewer(loaded)
+    _assert_renders(report, seg=True)
     for name in ("study-list", "radiograph", "seg-overlay", "colour-map"):
-        assert (out_dir / f"{name}.png").stat().st_size > 1000
+        assert (loaded.artifacts / f"{name}.png").stat().st_size > 1000
+
+
+def test_ohif_shows_the_node_encoders_radiograph_sr_and_colour_map(node_encoders_report: dict[str, Any]) -> None:
+    _assert_renders(node_encoders_report, seg=False)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "node/results/seg.py writes no SharedFunctionalGroupsSequence Pixel Measures / Plane Orientation: "
+    "OHIF 3.13 then fails (TypeError in OHIFCornerstoneSEGViewport / checkOrientation). "
+    "harness/dicom_factory.add_viewer_functional_groups shows the fix (dciodvfy stays clean)."))
+def test_ohif_shows_the_node_encoders_seg_overlay(node_encoders_report: dict[str, Any]) -> None:
+    _assert_renders(node_encoders_report, seg=True)

@@ -1,7 +1,8 @@
 // Drive OHIF in Debian's headless Chromium (playwright-core) and report what a reader would see.
 //
 // Usage: node check-viewer.mjs '<json>' with
-//   {baseUrl, studyUid, studyTexts, imageSeries, segSeries, scSeries, srSeries, outDir, timeoutMs}
+//   {baseUrl, studyUid, studyTexts, imageSeries, segSeries, scSeries, srSeries, outDir, timeoutMs,
+//    segTimeoutMs}
 // (series are SeriesNumber values: OHIF's study browser tags thumbnails with data-series).
 // Prints one JSON object on stdout: pixel statistics of the viewport after each step, whether the
 // study list showed the study and the SR was listed, console errors, screenshot paths.
@@ -53,9 +54,9 @@ async function pixelStats(page, png) {
 }
 
 // The first viewport's canvas: screenshot just its box so the UI chrome does not count.
-async function viewportShot(page, name) {
+async function viewportShot(page, name, waitMs = timeout) {
   const canvas = page.locator('[data-cy="viewport-pane"] canvas').first();
-  await canvas.waitFor({ state: 'visible', timeout });
+  await canvas.waitFor({ state: 'visible', timeout: waitMs });
   const box = await canvas.boundingBox();
   const png = await page.screenshot({ clip: box });
   const file = path.join(args.outDir, `${name}.png`);
@@ -71,11 +72,11 @@ async function pageShot(page, name) {
 }
 
 // Poll the viewport until `ok(stats)` holds (rendering is asynchronous), return the last stats.
-async function waitViewport(page, name, ok) {
-  const deadline = Date.now() + timeout;
+async function waitViewport(page, name, ok, waitMs = timeout) {
+  const deadline = Date.now() + waitMs;
   let stats;
   for (;;) {
-    stats = await viewportShot(page, name);
+    stats = await viewportShot(page, name, Math.max(1000, deadline - Date.now()));
     if (ok(stats) || Date.now() > deadline) return { ...stats, satisfied: ok(stats) };
     await page.waitForTimeout(300);
   }
@@ -87,6 +88,20 @@ async function openSeries(page, seriesNumber) {
   await thumb.dblclick();
 }
 
+// Run one step; a failure is recorded on the step and the next steps still run.
+async function step(name, fn) {
+  try {
+    result.steps[name] = await fn();
+  } catch (err) {
+    result.steps[name] = { ...(result.steps[name] ?? {}), error: String(err && err.stack || err) };
+  }
+}
+
+async function openViewer(page) {
+  await page.goto(`${args.baseUrl}/viewer?StudyInstanceUIDs=${args.studyUid}`, { timeout });
+  await page.locator(`[data-series="${args.imageSeries}"]`).first().waitFor({ state: 'visible', timeout });
+}
+
 try {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
@@ -94,43 +109,56 @@ try {
   page.on('pageerror', (err) => result.consoleErrors.push(String(err)));
 
   // 1. Study list: a row for each expected study (by its description text).
-  await page.goto(args.baseUrl + '/', { timeout });
-  result.steps.studyList = { found: [] };
-  for (const text of args.studyTexts) {
-    await page.getByText(text, { exact: true }).first().waitFor({ state: 'visible', timeout });
-    result.steps.studyList.found.push(text);
-  }
-  await pageShot(page, 'study-list');
+  await step('studyList', async () => {
+    await page.goto(args.baseUrl + '/', { timeout });
+    const found = [];
+    for (const text of args.studyTexts) {
+      await page.getByText(text, { exact: true }).first().waitFor({ state: 'visible', timeout });
+      found.push(text);
+    }
+    await pageShot(page, 'study-list');
+    return { found };
+  });
 
   // 2. The study in the viewer: the radiograph renders (non-black viewport).
-  await page.goto(`${args.baseUrl}/viewer?StudyInstanceUIDs=${args.studyUid}`, { timeout });
-  await page.locator(`[data-series="${args.imageSeries}"]`).first().waitFor({ state: 'visible', timeout });
-  result.steps.radiograph = await waitViewport(page, 'radiograph', (s) => s.nonBlack > 0.2 * s.pixels);
-  await page.waitForLoadState('networkidle', { timeout }).catch(() => {});
-  result.steps.radiograph = await waitViewport(page, 'radiograph', (s) => s.nonBlack > 0.2 * s.pixels);
+  await step('radiograph', async () => {
+    await openViewer(page);
+    await waitViewport(page, 'radiograph', (s) => s.nonBlack > 0.2 * s.pixels);
+    await page.waitForLoadState('networkidle', { timeout }).catch(() => {});
+    return waitViewport(page, 'radiograph', (s) => s.nonBlack > 0.2 * s.pixels);
+  });
 
   // 3. The SR is listed in the study browser.
-  const sr = page.locator(`[data-series="${args.srSeries}"]`).first();
-  await sr.waitFor({ state: 'visible', timeout });
-  result.steps.sr = { listed: true, text: (await sr.innerText()).replace(/\s+/g, ' ').trim() };
+  await step('sr', async () => {
+    const sr = page.locator(`[data-series="${args.srSeries}"]`).first();
+    await sr.waitFor({ state: 'visible', timeout });
+    return { listed: true, text: (await sr.innerText()).replace(/\s+/g, ' ').trim() };
+  });
 
   // 4. The SEG overlay: coloured pixels appear over the radiograph.
   if (args.segSeries != null) {
-    await openSeries(page, args.segSeries);
-    const before = result.steps.radiograph.coloured;
-    result.steps.seg = await waitViewport(page, 'seg-overlay',
-      (s) => s.coloured > before + 0.03 * s.pixels && s.nonBlack > 0.2 * s.pixels);
-    await page.waitForTimeout(500);
-    result.steps.seg = await waitViewport(page, 'seg-overlay',
-      (s) => s.coloured > before + 0.03 * s.pixels && s.nonBlack > 0.2 * s.pixels);
-    await pageShot(page, 'viewer-seg');
+    await step('seg', async () => {
+      await openSeries(page, args.segSeries);
+      const before = result.steps.radiograph.coloured ?? 0;
+      const ok = (s) => s.coloured > before + 0.03 * s.pixels && s.nonBlack > 0.2 * s.pixels;
+      const segWait = args.segTimeoutMs ?? timeout;  // a SEG the viewer cannot read fails sooner
+      await waitViewport(page, 'seg-overlay', ok, segWait);
+      await page.waitForTimeout(500);
+      const stats = await waitViewport(page, 'seg-overlay', ok, 2000);
+      await pageShot(page, 'viewer-seg');
+      return stats;
+    });
   }
 
-  // 5. The colour SC (difference map) renders in colour.
+  // 5. The colour SC (difference map) renders in colour; a fresh viewer, whatever the SEG did.
   if (args.scSeries != null) {
-    await openSeries(page, args.scSeries);
-    result.steps.sc = await waitViewport(page, 'colour-map', (s) => s.coloured > 0.3 * s.pixels);
-    await pageShot(page, 'viewer-colour-map');
+    await step('sc', async () => {
+      await openViewer(page);
+      await openSeries(page, args.scSeries);
+      const stats = await waitViewport(page, 'colour-map', (s) => s.coloured > 0.3 * s.pixels);
+      await pageShot(page, 'viewer-colour-map');
+      return stats;
+    });
   }
 } catch (err) {
   result.error = String(err && err.stack || err);
