@@ -54,7 +54,9 @@ def _floats(ds: Dataset, keyword: str) -> list[float] | None:
     if value in (None, ""):
         return None
     try:
-        values = [float(v) for v in (value if not isinstance(value, (str, int, float)) else [value])]
+        values = [
+            float(v) for v in (value if not isinstance(value, (str, int, float)) else [value])
+        ]
     except (TypeError, ValueError):
         return None
     return values
@@ -133,7 +135,9 @@ class InstanceFacts:
 
 
 def find_instance(session: Session, sop_instance_uid: str) -> Instance | None:
-    return session.scalars(select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)).first()
+    return session.scalars(
+        select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
+    ).first()
 
 
 def _get_or_create_patient(session: Session, facts: InstanceFacts) -> Patient:
@@ -144,7 +148,9 @@ def _get_or_create_patient(session: Session, facts: InstanceFacts) -> Patient:
         )
     ).first()
     if patient is None:
-        patient = Patient(patient_id=facts.patient_id, issuer_of_patient_id=facts.issuer_of_patient_id)
+        patient = Patient(
+            patient_id=facts.patient_id, issuer_of_patient_id=facts.issuer_of_patient_id
+        )
         session.add(patient)
     patient.patient_name = facts.patient_name or patient.patient_name
     patient.birth_date = facts.birth_date or patient.birth_date
@@ -152,9 +158,16 @@ def _get_or_create_patient(session: Session, facts: InstanceFacts) -> Patient:
     return patient
 
 
-def _get_or_create_study(session: Session, facts: InstanceFacts, patient: Patient,
-                         calling_aet: str | None, now: dt.datetime) -> Study:
-    study = session.scalars(select(Study).where(Study.study_instance_uid == facts.study_instance_uid)).first()
+def _get_or_create_study(
+    session: Session,
+    facts: InstanceFacts,
+    patient: Patient,
+    calling_aet: str | None,
+    now: dt.datetime,
+) -> Study:
+    study = session.scalars(
+        select(Study).where(Study.study_instance_uid == facts.study_instance_uid)
+    ).first()
     if study is None:
         study = Study(study_instance_uid=facts.study_instance_uid, patient=patient)
         session.add(study)
@@ -177,7 +190,9 @@ def _get_or_create_series(session: Session, facts: InstanceFacts, study: Study) 
         series = Series(series_instance_uid=facts.series_instance_uid, study=study)
         session.add(series)
     series.modality = facts.modality or series.modality
-    series.series_number = facts.series_number if facts.series_number is not None else series.series_number
+    series.series_number = (
+        facts.series_number if facts.series_number is not None else series.series_number
+    )
     series.series_description = facts.series_description or series.series_description
     return series
 
@@ -288,21 +303,34 @@ def reindex(
             facts = InstanceFacts.from_header(header, ts)
             sha = dataset_sha256(path, dataset_offset(path))
         except Exception as exc:  # a file we cannot read must not stop the node
-            log.warning("reindex: unreadable file skipped", extra={"path": relative, "error": str(exc)})
+            log.warning(
+                "reindex: unreadable file skipped", extra={"path": relative, "error": str(exc)}
+            )
             unreadable += 1
             continue
         with session_factory() as session:
             if find_instance(session, facts.sop_instance_uid) is not None:
-                log.warning("reindex: second file for a catalogued instance",
-                            extra={"path": relative, "sop_instance_uid": facts.sop_instance_uid})
+                log.warning(
+                    "reindex: second file for a catalogued instance",
+                    extra={"path": relative, "sop_instance_uid": facts.sop_instance_uid},
+                )
                 continue
             try:
-                add_instance(session, facts, path=relative, sha256=sha, size_bytes=path.stat().st_size,
-                             calling_aet=None)
+                add_instance(
+                    session,
+                    facts,
+                    path=relative,
+                    sha256=sha,
+                    size_bytes=path.stat().st_size,
+                    calling_aet=None,
+                )
                 session.commit()
             except IntegrityError:
                 session.rollback()
                 continue
         indexed += 1
-        log.info("reindex: file catalogued", extra={"path": relative, "sop_instance_uid": facts.sop_instance_uid})
+        log.info(
+            "reindex: file catalogued",
+            extra={"path": relative, "sop_instance_uid": facts.sop_instance_uid},
+        )
     return indexed, unreadable

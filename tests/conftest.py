@@ -39,8 +39,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-             msg: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    msg: str = "condition",
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value (returned) or fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -71,8 +75,15 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
 class NodeProcess:
     """``python -m node serve`` as a real subprocess with its own storage directory."""
 
-    def __init__(self, storage: Path, *, config: dict[str, Any] | None = None, ae_title: str = "HIPNODE",
-                 env: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        storage: Path,
+        *,
+        config: dict[str, Any] | None = None,
+        ae_title: str = "HIPNODE",
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.storage = storage
         self.ae_title = ae_title
         self.port = free_port()
@@ -90,8 +101,20 @@ class NodeProcess:
 
     @property
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "node", "serve", "--storage", str(self.storage), "--port", str(self.port),
-               "--bind", "127.0.0.1", "--aet", self.ae_title]
+        cmd = [
+            sys.executable,
+            "-m",
+            "node",
+            "serve",
+            "--storage",
+            str(self.storage),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--aet",
+            self.ae_title,
+        ]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         return cmd
@@ -99,8 +122,14 @@ class NodeProcess:
     def start(self, timeout: float = 60.0) -> NodeProcess:
         log_offset = len(self.log())
         log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, stdout=log_file,
-                                     stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec_fn,
+        )
         log_file.close()
 
         def ready() -> bool:
@@ -114,7 +143,11 @@ class NodeProcess:
         return self
 
     def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(encoding="utf-8", errors="replace")
+            if self.log_path.exists()
+            else ""
+        )
 
     def kill(self) -> None:
         """SIGKILL: no clean-up code runs (the crash the durability tests need)."""
@@ -176,7 +209,9 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     """Factory for node subprocesses; all are killed at teardown."""
     nodes: list[NodeProcess] = []
 
-    def _start(config: dict[str, Any] | None = None, storage: Path | None = None, **kwargs: Any) -> NodeProcess:
+    def _start(
+        config: dict[str, Any] | None = None, storage: Path | None = None, **kwargs: Any
+    ) -> NodeProcess:
         node = NodeProcess(storage or tmp_path / f"node{len(nodes)}", config=config, **kwargs)
         nodes.append(node)
         return node.start()

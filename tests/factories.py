@@ -100,7 +100,9 @@ def make_dx(
     ds.PixelRepresentation = 0
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:rows, 0:columns]
-    image = (xx * 2000 // max(columns, 1) + yy * 1000 // max(rows, 1)) + rng.integers(0, 64, (rows, columns))
+    image = (xx * 2000 // max(columns, 1) + yy * 1000 // max(rows, 1)) + rng.integers(
+        0, 64, (rows, columns)
+    )
     ds.PixelData = image.astype("<u2").tobytes()
     return ds
 

@@ -25,7 +25,9 @@ def _bench_module():  # type: ignore[no-untyped-def]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    ingest = sub.add_parser("ingest", help="C-STORE ingest: node vs storescp, 1 and 4 senders, peak RSS")
+    ingest = sub.add_parser(
+        "ingest", help="C-STORE ingest: node vs storescp, 1 and 4 senders, peak RSS"
+    )
     _bench_module().add_arguments(ingest)
 
 

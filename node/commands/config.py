@@ -50,10 +50,14 @@ def to_toml(data: dict[str, Any]) -> str:
         elif value is not None:
             lines.append(f"{key} = {_toml_value(value)}")
     for name, table in tables:
-        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+        lines += ["", f"[{name}]"] + [
+            f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None
+        ]
     for name, items in arrays:
         for item in items:
-            lines += ["", f"[[{name}]]"] + [f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None]
+            lines += ["", f"[[{name}]]"] + [
+                f"{k} = {_toml_value(v)}" for k, v in item.items() if v is not None
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -68,8 +72,11 @@ def _toml_value(value: Any) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["show", "check"], help="show: print the effective settings; "
-                        "check: validate and exit 0 or 2")
+    parser.add_argument(
+        "action",
+        choices=["show", "check"],
+        help="show: print the effective settings; check: validate and exit 0 or 2",
+    )
     add_config_argument(parser)
     parser.add_argument("--format", choices=["toml", "json"], default="toml")
 

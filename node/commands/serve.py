@@ -21,8 +21,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_or_explain(args.config, ae_title=args.aet, port=args.port, bind_address=args.bind,
-                               storage_dir=args.storage)
+    settings = load_or_explain(
+        args.config,
+        ae_title=args.aet,
+        port=args.port,
+        bind_address=args.bind,
+        storage_dir=args.storage,
+    )
     if settings is None:
         return 2
     from node.app import Node

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,25 +80,36 @@ class Ingestor:
         the bytes arrived (None when it cannot); otherwise the file is re-read.
         """
         try:
-            return self._ingest(temp_path, sop_class_uid, sop_instance_uid, calling_aet, received_hash)
+            return self._ingest(
+                temp_path, sop_class_uid, sop_instance_uid, calling_aet, received_hash
+            )
         finally:
             self.filestore.discard(temp_path)
 
-    def _ingest(self, temp_path: Path, sop_class_uid: str | None, sop_instance_uid: str | None,
-                calling_aet: str | None, received_hash: Callable[[int], str | None] | None) -> IngestOutcome:
+    def _ingest(
+        self,
+        temp_path: Path,
+        sop_class_uid: str | None,
+        sop_instance_uid: str | None,
+        calling_aet: str | None,
+        received_hash: Callable[[int], str | None] | None,
+    ) -> IngestOutcome:
         try:
             checked = check_object(temp_path, sop_class_uid, sop_instance_uid)
             facts = catalogue.InstanceFacts.from_header(checked.header, checked.transfer_syntax_uid)
         except InvalidObject as exc:
             return IngestOutcome(exc.status, exc.reason, sop_instance_uid or "")
         except (AttributeError, TypeError, ValueError) as exc:
-            return IngestOutcome(StoreStatus.CANNOT_UNDERSTAND, f"header unusable: {exc}", sop_instance_uid or "")
+            return IngestOutcome(
+                StoreStatus.CANNOT_UNDERSTAND, f"header unusable: {exc}", sop_instance_uid or ""
+            )
         size = temp_path.stat().st_size
         sha = received_hash(checked.dataset_offset) if received_hash is not None else None
         if sha is None:
             sha = catalogue.dataset_sha256(temp_path, checked.dataset_offset)
-        relative = self.filestore.relative_path(facts.study_instance_uid, facts.series_instance_uid,
-                                                facts.sop_instance_uid)
+        relative = self.filestore.relative_path(
+            facts.study_instance_uid, facts.series_instance_uid, facts.sop_instance_uid
+        )
         with self._uid_lock(facts.sop_instance_uid):
             existing = self._existing_sha(facts.sop_instance_uid)
             if existing is not None:
@@ -117,12 +127,21 @@ class Ingestor:
                 existing = self._existing_sha(facts.sop_instance_uid)
                 if existing is not None:
                     return self._duplicate(facts, sha, existing, size)
-                return IngestOutcome(StoreStatus.STORAGE_FAILURE, f"{relative} exists and is unreadable",
-                                     facts.sop_instance_uid)
+                return IngestOutcome(
+                    StoreStatus.STORAGE_FAILURE,
+                    f"{relative} exists and is unreadable",
+                    facts.sop_instance_uid,
+                )
             except OSError as exc:
                 self.filestore.release(size)
-                status = StoreStatus.OUT_OF_RESOURCES if is_full_error(exc) else StoreStatus.STORAGE_FAILURE
-                return IngestOutcome(status, f"writing the object failed: {exc}", facts.sop_instance_uid)
+                status = (
+                    StoreStatus.OUT_OF_RESOURCES
+                    if is_full_error(exc)
+                    else StoreStatus.STORAGE_FAILURE
+                )
+                return IngestOutcome(
+                    status, f"writing the object failed: {exc}", facts.sop_instance_uid
+                )
             try:
                 derived = self._catalogue(facts, relative, sha, size, calling_aet)
             except (IntegrityError, OperationalError, SQLAlchemyError) as exc:
@@ -131,20 +150,39 @@ class Ingestor:
                 self.filestore.release(size)
                 full = "full" in str(exc).lower()
                 status = StoreStatus.OUT_OF_RESOURCES if full else StoreStatus.PROCESSING_FAILURE
-                return IngestOutcome(status, f"catalogue write failed: {type(exc).__name__}: {exc}",
-                                     facts.sop_instance_uid)
+                return IngestOutcome(
+                    status,
+                    f"catalogue write failed: {type(exc).__name__}: {exc}",
+                    facts.sop_instance_uid,
+                )
         if self.on_stored is not None and not derived:
-            expected = is_expected_view(facts.modality, facts.body_part_examined, facts.view_position)
+            expected = is_expected_view(
+                facts.modality, facts.body_part_examined, facts.view_position
+            )
             try:
                 self.on_stored(facts.study_instance_uid, expected)
             except Exception:  # the object is stored; completion recovers from the catalogue
-                log.exception("completion notification failed",
-                              extra={"study_instance_uid": facts.study_instance_uid})
-        return IngestOutcome(StoreStatus.SUCCESS, "stored", facts.sop_instance_uid, facts.study_instance_uid,
-                             size_bytes=size)
+                log.exception(
+                    "completion notification failed",
+                    extra={"study_instance_uid": facts.study_instance_uid},
+                )
+        return IngestOutcome(
+            StoreStatus.SUCCESS,
+            "stored",
+            facts.sop_instance_uid,
+            facts.study_instance_uid,
+            size_bytes=size,
+        )
 
-    def _catalogue(self, facts: catalogue.InstanceFacts, relative: str, sha: str, size: int,
-                   calling_aet: str | None, attempts: int = 3) -> bool:
+    def _catalogue(
+        self,
+        facts: catalogue.InstanceFacts,
+        relative: str,
+        sha: str,
+        size: int,
+        calling_aet: str | None,
+        attempts: int = 3,
+    ) -> bool:
         """Commit the instance row; return whether it is one of the node's own results.
 
         Another receiver process may create the same patient, study or series
@@ -153,11 +191,23 @@ class Ingestor:
         for attempt in range(attempts):
             try:
                 with self._db_lock, self.session_factory() as session:
-                    derived = session.scalar(
-                        select(Result.id).where(Result.sop_instance_uid == facts.sop_instance_uid)
-                    ) is not None
-                    catalogue.add_instance(session, facts, path=relative, sha256=sha, size_bytes=size,
-                                           calling_aet=calling_aet, derived_by_node=derived)
+                    derived = (
+                        session.scalar(
+                            select(Result.id).where(
+                                Result.sop_instance_uid == facts.sop_instance_uid
+                            )
+                        )
+                        is not None
+                    )
+                    catalogue.add_instance(
+                        session,
+                        facts,
+                        path=relative,
+                        sha256=sha,
+                        size_bytes=size,
+                        calling_aet=calling_aet,
+                        derived_by_node=derived,
+                    )
                     session.commit()
                     return derived
             except IntegrityError:
@@ -180,22 +230,29 @@ class Ingestor:
             instance = catalogue.find_instance(session, sop_instance_uid)
             return None if instance is None else instance.sha256
 
-    def _duplicate(self, facts: catalogue.InstanceFacts, sha: str, existing_sha: str, size: int) -> IngestOutcome:
+    def _duplicate(
+        self, facts: catalogue.InstanceFacts, sha: str, existing_sha: str, size: int
+    ) -> IngestOutcome:
         """Keep the first copy; count (and log) a re-send whose content differs."""
         if sha != existing_sha:
             with self._db_lock, self.session_factory() as session:
                 count = catalogue.record_duplicate(session, facts.sop_instance_uid)
                 session.commit()
             self.duplicates_with_different_content += 1
-            log.warning("duplicate SOP Instance UID with different content; first copy kept",
-                        extra={"sop_instance_uid": facts.sop_instance_uid, "duplicate_count": count,
-                               "sha256_kept": existing_sha[:16], "sha256_refused": sha[:16]})
-        return IngestOutcome(StoreStatus.SUCCESS, "duplicate, first copy kept", facts.sop_instance_uid,
-                             facts.study_instance_uid, duplicate=True, size_bytes=size)
-
-
-def timed(fn: Callable[[], IngestOutcome]) -> tuple[IngestOutcome, float]:
-    """Run ``fn`` and return its outcome and the elapsed milliseconds."""
-    start = time.perf_counter()
-    outcome = fn()
-    return outcome, (time.perf_counter() - start) * 1000.0
+            log.warning(
+                "duplicate SOP Instance UID with different content; first copy kept",
+                extra={
+                    "sop_instance_uid": facts.sop_instance_uid,
+                    "duplicate_count": count,
+                    "sha256_kept": existing_sha[:16],
+                    "sha256_refused": sha[:16],
+                },
+            )
+        return IngestOutcome(
+            StoreStatus.SUCCESS,
+            "duplicate, first copy kept",
+            facts.sop_instance_uid,
+            facts.study_instance_uid,
+            duplicate=True,
+            size_bytes=size,
+        )

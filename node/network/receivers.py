@@ -34,8 +34,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def _receiver_main(settings_data: dict[str, Any], log_level: str, json_lines: bool, notify: Any,
-                   ready: Any, stop: Any) -> None:
+def _receiver_main(
+    settings_data: dict[str, Any],
+    log_level: str,
+    json_lines: bool,
+    notify: Any,
+    ready: Any,
+    stop: Any,
+) -> None:
     """Entry point of one extra receiver process."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
@@ -87,8 +93,17 @@ class ReceiverPool:
         for index in range(count):
             ready = self._context.Event()
             process = self._context.Process(
-                target=_receiver_main, name=f"hipnode-receiver-{index + 1}", daemon=True,
-                args=(data, logging.getLevelName(root.level), json_lines, self._notify, ready, self._stop),
+                target=_receiver_main,
+                name=f"hipnode-receiver-{index + 1}",
+                daemon=True,
+                args=(
+                    data,
+                    logging.getLevelName(root.level),
+                    json_lines,
+                    self._notify,
+                    ready,
+                    self._stop,
+                ),
             )
             process.start()
             self._processes.append(process)
@@ -98,8 +113,10 @@ class ReceiverPool:
         for process, ready in zip(self._processes, readies):
             if not ready.wait(timeout):
                 raise RuntimeError(f"{process.name} did not start listening within {timeout:.0f} s")
-        log.info("receiver processes listening", extra={"count": count,
-                                                        "pids": ",".join(str(p.pid) for p in self._processes)})
+        log.info(
+            "receiver processes listening",
+            extra={"count": count, "pids": ",".join(str(p.pid) for p in self._processes)},
+        )
 
     def _relay_loop(self) -> None:
         while True:

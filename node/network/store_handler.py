@@ -59,24 +59,34 @@ class AssociationLog:
             stats = self._stats.pop(id(event.assoc), _AssocStats())
         assoc = event.assoc
         # A connection that ends mid-object leaves pynetdicom's half-filled buffer behind.
-        pending = getattr(getattr(getattr(assoc, "dimse", None), "message", None), "_data_set_file", None)
+        pending = getattr(
+            getattr(getattr(assoc, "dimse", None), "message", None), "_data_set_file", None
+        )
         if isinstance(pending, ReceiveBuffer) and pending.drop_if_unclaimed():
             stats.failed += 1
         address = event.address
         if stats.outcome == "established":  # the connection ended without A-RELEASE
             stats.outcome = "aborted"
-        level = logging.WARNING if stats.outcome in ("rejected", "aborted") or stats.failed else logging.INFO
-        log.log(level, "association", extra={
-            "outcome": stats.outcome,
-            "calling_aet": str(assoc.requestor.ae_title).strip(),
-            "called_aet": str(assoc.acceptor.ae_title).strip(),
-            "peer": f"{address[0]}:{address[1]}",
-            "stored": stats.stored,
-            "failed": stats.failed,
-            "duplicates": stats.duplicates,
-            "bytes": stats.bytes,
-            "ms": round((time.monotonic() - stats.started) * 1000.0, 1),
-        })
+        level = (
+            logging.WARNING
+            if stats.outcome in ("rejected", "aborted") or stats.failed
+            else logging.INFO
+        )
+        log.log(
+            level,
+            "association",
+            extra={
+                "outcome": stats.outcome,
+                "calling_aet": str(assoc.requestor.ae_title).strip(),
+                "called_aet": str(assoc.acceptor.ae_title).strip(),
+                "peer": f"{address[0]}:{address[1]}",
+                "stored": stats.stored,
+                "failed": stats.failed,
+                "duplicates": stats.duplicates,
+                "bytes": stats.bytes,
+                "ms": round((time.monotonic() - stats.started) * 1000.0, 1),
+            },
+        )
 
 
 def handle_echo(event: evt.Event) -> int:
@@ -112,8 +122,13 @@ def handle_store(event: evt.Event, ingestor: Ingestor, assoc_log: AssociationLog
         ingestor.filestore.discard(path)
     else:
         received_hash = buffer.sha256_from if isinstance(buffer, ReceiveBuffer) else None
-        outcome = ingestor.ingest(Path(path), sop_class_uid=sop_class, sop_instance_uid=sop_instance,
-                                  calling_aet=calling_aet, received_hash=received_hash)
+        outcome = ingestor.ingest(
+            Path(path),
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            calling_aet=calling_aet,
+            received_hash=received_hash,
+        )
         status = outcome.status
         reason = outcome.reason
     ms = round((time.perf_counter() - start) * 1000.0, 1)

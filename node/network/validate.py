@@ -19,12 +19,14 @@ from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from node.network.contexts import requires_pixel_data
 from node.network.status import StoreStatus
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -88,7 +90,9 @@ class _Walker:
     def _skip(self, length: int, what: str) -> None:
         pos = self.fp.tell()
         if pos + length > self.end:
-            raise _Truncated(f"{what} needs {length} bytes at byte {pos}, only {self.end - pos} remain")
+            raise _Truncated(
+                f"{what} needs {length} bytes at byte {pos}, only {self.end - pos} remain"
+            )
         self.fp.seek(pos + length)
 
     def walk_dataset(self, depth: int, in_item: bool) -> None:
@@ -151,7 +155,9 @@ class _Walker:
             self._skip(item_length, "Pixel Data fragment")
             items += 1
             total += item_length
-        self.pixel_data = PixelDataInfo(length=total, encapsulated=True, fragments=max(items - 1, 0))
+        self.pixel_data = PixelDataInfo(
+            length=total, encapsulated=True, fragments=max(items - 1, 0)
+        )
 
 
 def _expected_native_length(header: Dataset) -> int:
@@ -177,15 +183,18 @@ def check_object(
     size = path.stat().st_size
     with path.open("rb") as fp:
         try:
-            meta_ds = pydicom.filereader.read_preamble(fp, force=False)
-            del meta_ds
+            pydicom.filereader.read_preamble(fp, force=False)
             file_meta = pydicom.filereader._read_file_meta_info(fp)
         except Exception as exc:  # pydicom raises several kinds for garbage
-            raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND, f"not a DICOM Part 10 stream: {exc}") from exc
+            raise InvalidObject(
+                StoreStatus.CANNOT_UNDERSTAND, f"not a DICOM Part 10 stream: {exc}"
+            ) from exc
         dataset_offset = fp.tell()
         ts = UID(str(file_meta.get("TransferSyntaxUID", "")))
         if not ts:
-            raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND, "no transfer syntax in the file meta")
+            raise InvalidObject(
+                StoreStatus.CANNOT_UNDERSTAND, "no transfer syntax in the file meta"
+            )
         stream: BinaryIO = fp
         end = size
         if ts == DeflatedExplicitVRLittleEndian:
@@ -193,7 +202,9 @@ def check_object(
                 inflated = zlib.decompressobj(-zlib.MAX_WBITS)
                 body = inflated.decompress(fp.read()) + inflated.flush()
             except zlib.error as exc:
-                raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND, f"deflate stream corrupt: {exc}") from exc
+                raise InvalidObject(
+                    StoreStatus.CANNOT_UNDERSTAND, f"deflate stream corrupt: {exc}"
+                ) from exc
             if not inflated.eof:
                 raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND, "deflate stream truncated")
             stream = io.BytesIO(body)
@@ -203,7 +214,9 @@ def check_object(
             try:
                 implicit, little = ts.is_implicit_VR, ts.is_little_endian
             except ValueError as exc:
-                raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND, f"unknown transfer syntax {ts}") from exc
+                raise InvalidObject(
+                    StoreStatus.CANNOT_UNDERSTAND, f"unknown transfer syntax {ts}"
+                ) from exc
         walker = _Walker(stream, end, implicit, little)
         try:
             walker.walk_dataset(0, in_item=False)
@@ -216,23 +229,35 @@ def check_object(
         for elem in header:
             _ = elem.value
     except Exception as exc:
-        raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND, f"cannot parse the header: {exc}") from exc
+        raise InvalidObject(
+            StoreStatus.CANNOT_UNDERSTAND, f"cannot parse the header: {exc}"
+        ) from exc
 
     _check_identity(header, sop_class_uid, sop_instance_uid)
     _check_pixels(header, walker.pixel_data, ts)
-    return CheckedObject(header=header, transfer_syntax_uid=str(ts), dataset_offset=dataset_offset,
-                         pixel_data=walker.pixel_data)
+    return CheckedObject(
+        header=header,
+        transfer_syntax_uid=str(ts),
+        dataset_offset=dataset_offset,
+        pixel_data=walker.pixel_data,
+    )
 
 
-def _check_identity(header: Dataset, sop_class_uid: str | None, sop_instance_uid: str | None) -> None:
+def _check_identity(
+    header: Dataset, sop_class_uid: str | None, sop_instance_uid: str | None
+) -> None:
     ds_class = str(header.get("SOPClassUID", "") or "")
     ds_instance = str(header.get("SOPInstanceUID", "") or "")
     if sop_class_uid is not None and ds_class != sop_class_uid:
-        raise InvalidObject(StoreStatus.DATASET_MISMATCH,
-                            f"SOP Class UID {ds_class!r} in the data set, {sop_class_uid!r} in the command")
+        raise InvalidObject(
+            StoreStatus.DATASET_MISMATCH,
+            f"SOP Class UID {ds_class!r} in the data set, {sop_class_uid!r} in the command",
+        )
     if sop_instance_uid is not None and ds_instance != sop_instance_uid:
-        raise InvalidObject(StoreStatus.DATASET_MISMATCH,
-                            f"SOP Instance UID {ds_instance!r} in the data set, {sop_instance_uid!r} in the command")
+        raise InvalidObject(
+            StoreStatus.DATASET_MISMATCH,
+            f"SOP Instance UID {ds_instance!r} in the data set, {sop_instance_uid!r} in the command",
+        )
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not str(header.get(keyword, "") or "").strip():
             raise InvalidObject(StoreStatus.DATASET_MISMATCH, f"{keyword} is missing or empty")
@@ -251,12 +276,18 @@ def _check_pixels(header: Dataset, pixel_data: PixelDataInfo | None, ts: UID) ->
         frames = int(header.get("NumberOfFrames", 1) or 1)
         if pixel_data.encapsulated:
             if pixel_data.fragments < max(frames, 1):
-                raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND,
-                                    f"{pixel_data.fragments} Pixel Data fragments for {frames} frame(s)")
+                raise InvalidObject(
+                    StoreStatus.CANNOT_UNDERSTAND,
+                    f"{pixel_data.fragments} Pixel Data fragments for {frames} frame(s)",
+                )
             return
         expected = _expected_native_length(header)
     except (TypeError, ValueError) as exc:
-        raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND, f"bad image pixel description: {exc}") from exc
+        raise InvalidObject(
+            StoreStatus.CANNOT_UNDERSTAND, f"bad image pixel description: {exc}"
+        ) from exc
     if pixel_data.length not in (expected, expected + 1):
-        raise InvalidObject(StoreStatus.CANNOT_UNDERSTAND,
-                            f"Pixel Data holds {pixel_data.length} bytes, the header describes {expected}")
+        raise InvalidObject(
+            StoreStatus.CANNOT_UNDERSTAND,
+            f"Pixel Data holds {pixel_data.length} bytes, the header describes {expected}",
+        )

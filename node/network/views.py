@@ -12,7 +12,9 @@ EXPECTED_BODY_PARTS = frozenset({"PELVIS", "HIP"})
 EXPECTED_VIEW_POSITIONS = frozenset({"AP", "PA", ""})
 
 
-def is_expected_view(modality: str | None, body_part_examined: str | None, view_position: str | None) -> bool:
+def is_expected_view(
+    modality: str | None, body_part_examined: str | None, view_position: str | None
+) -> bool:
     """True for a DX/CR image of the pelvis or hip taken AP/PA (or with no view position).
 
     >>> is_expected_view("DX", "PELVIS", "AP")

@@ -13,7 +13,9 @@ target_metadata = Base.metadata
 
 def _url() -> str | None:
     """``alembic -x url=...`` wins over ``sqlalchemy.url`` in alembic.ini."""
-    return context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    return context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
+        "sqlalchemy.url"
+    )
 
 
 def run_migrations_offline() -> None:

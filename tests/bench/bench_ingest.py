@@ -29,8 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -86,12 +84,21 @@ class Run:
         return self.instances / self.seconds
 
 
-def send(port: int, aec: str, files: list[Path], senders: int, env: dict[str, str]) -> tuple[float, int]:
+def send(
+    port: int, aec: str, files: list[Path], senders: int, env: dict[str, str]
+) -> tuple[float, int]:
     """Run ``senders`` storescu processes over disjoint slices; return (seconds, failed processes)."""
     slices = [files[i::senders] for i in range(senders)]
     start = time.perf_counter()
-    procs = [subprocess.Popen([_tool("storescu"), "-aec", aec, "127.0.0.1", str(port), *map(str, chunk)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for chunk in slices]
+    procs = [
+        subprocess.Popen(
+            [_tool("storescu"), "-aec", aec, "127.0.0.1", str(port), *map(str, chunk)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for chunk in slices
+    ]
     failures = 0
     for proc in procs:
         _, err = proc.communicate()
@@ -104,8 +111,11 @@ def send(port: int, aec: str, files: list[Path], senders: int, env: dict[str, st
 class Target:
     """A receiver process started fresh (empty storage) for each run."""
 
-    def __init__(self, kind: str, workdir: Path, env: dict[str, str], extra: list[str]) -> None:
+    def __init__(
+        self, kind: str, workdir: Path, env: dict[str, str], extra: list[str], receivers: int = 1
+    ) -> None:
         self.kind, self.workdir, self.env, self.extra = kind, workdir, env, extra
+        self.receivers = receivers
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.store: Path | None = None
@@ -115,21 +125,52 @@ class Target:
         self.store = Path(tempfile.mkdtemp(prefix=f"{self.kind}-", dir=self.workdir))
         log = (self.store.parent / f"{self.store.name}.log").open("wb")
         if self.kind == "node":
-            cmd = [sys.executable, "-m", "node", "--log-level", "WARNING", "serve", "--storage",
-                   str(self.store), "--port", str(self.port), "--bind", "127.0.0.1", "--aet", "HIPNODE",
-                   *self.extra]
+            cmd = [
+                sys.executable,
+                "-m",
+                "node",
+                "--log-level",
+                "WARNING",
+                "serve",
+                "--storage",
+                str(self.store),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--aet",
+                "HIPNODE",
+                *self.extra,
+            ]
             # Ingest only: no analysis worker processes competing for the CPU.
-            env = {**self.env, "HIPNODE_WORKERS": "0"}
+            env = {
+                **self.env,
+                "HIPNODE_WORKERS": "0",
+                "HIPNODE_RECEIVER_PROCESSES": str(self.receivers),
+            }
             self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
         else:
-            cmd = [_tool("storescp"), "--fork", "-od", str(self.store), "-aet", "HIPNODE", *self.extra,
-                   str(self.port)]
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, start_new_session=True)
+            cmd = [
+                _tool("storescp"),
+                "--fork",
+                "-od",
+                str(self.store),
+                "-aet",
+                "HIPNODE",
+                *self.extra,
+                str(self.port),
+            ]
+            self.proc = subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=log, start_new_session=True
+            )
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            echo = subprocess.run([_tool("echoscu"), "-aec", "HIPNODE", "127.0.0.1", str(self.port)],
-                                  capture_output=True, env=self.env)
+            echo = subprocess.run(
+                [_tool("echoscu"), "-aec", "HIPNODE", "127.0.0.1", str(self.port)],
+                capture_output=True,
+                env=self.env,
+            )
             if echo.returncode == 0:
                 return
             if self.proc.poll() is not None:
@@ -155,11 +196,18 @@ def throughput(target: Target, files: list[Path], senders: int, env: dict[str, s
     finally:
         target.stop()
     megabytes = sum(p.stat().st_size for p in files) / 1e6
-    return Run(target.kind, senders, len(files), megabytes, seconds, failures)
+    label = target.kind if target.kind != "node" else f"node/r{target.receivers}"
+    return Run(label, senders, len(files), megabytes, seconds, failures)
 
 
-def peak_rss(workdir: Path, env: dict[str, str], node_args: list[str], large_mb: float, count: int,
-             senders: int) -> tuple[float, float, int]:
+def peak_rss(
+    workdir: Path,
+    env: dict[str, str],
+    node_args: list[str],
+    large_mb: float,
+    count: int,
+    senders: int,
+) -> tuple[float, float, int]:
     """Node's RSS before and its peak (VmHWM, MB) while receiving ``count`` large images."""
     files = make_images(workdir / "large", count, large_mb, "L")
     target = Target("node", workdir, env, node_args)
@@ -206,12 +254,29 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=200, help="instances per run")
     parser.add_argument("--size-mb", type=float, default=10.0, help="size of each instance")
-    parser.add_argument("--senders", type=int, nargs="+", default=[1, 4], help="parallel storescu senders")
-    parser.add_argument("--large-mb", type=float, default=70.0, help="image size for the peak-RSS run")
+    parser.add_argument(
+        "--senders", type=int, nargs="+", default=[1, 4], help="parallel storescu senders"
+    )
+    parser.add_argument(
+        "--large-mb", type=float, default=70.0, help="image size for the peak-RSS run"
+    )
     parser.add_argument("--large-count", type=int, default=6)
-    parser.add_argument("--workdir", type=Path, default=None, help="where files and stores go (default: a temp dir)")
-    parser.add_argument("--storescp-pdu", type=int, default=131072,
-                        help="storescp's receive PDU size (the node accepts unlimited)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where files and stores go (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--storescp-pdu",
+        type=int,
+        default=131072,
+        help="storescp's receive PDU size (the node accepts unlimited)",
+    )
+    parser.add_argument(
+        "--receivers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="node receiver_processes settings to measure",
+    )
     parser.add_argument("--skip-rss", action="store_true")
 
 
@@ -219,29 +284,40 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hipnode-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TCP_NODELAY": "1"}
-    print(f"bench ingest: {args.count} x {args.size_mb:g} MB DX, senders {args.senders}, workdir {workdir}")
+    print(
+        f"bench ingest: {args.count} x {args.size_mb:g} MB DX, senders {args.senders}, workdir {workdir}"
+    )
     print(f"cpu count {os.cpu_count()}, load average at start {os.getloadavg()}")
     try:
         files = make_images(workdir / "images", args.count, args.size_mb, "B")
         runs: list[Run] = []
         for senders in args.senders:
-            for kind, extra in (("storescp", ["-pdu", str(args.storescp_pdu)]), ("node", [])):
-                result = throughput(Target(kind, workdir, env, extra), files, senders, env)
+            targets = [Target("storescp", workdir, env, ["-pdu", str(args.storescp_pdu)])]
+            targets += [Target("node", workdir, env, [], receivers=r) for r in args.receivers]
+            for target in targets:
+                result = throughput(target, files, senders, env)
                 runs.append(result)
-                print(f"  {kind:9s} senders={senders}  {result.mb_per_s:7.1f} MB/s  {result.per_s:6.1f} inst/s  "
-                      f"({result.instances} in {result.seconds:.2f} s, failed senders {result.failures})  "
-                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+                print(
+                    f"  {result.target:9s} senders={senders}  {result.mb_per_s:7.1f} MB/s  {result.per_s:6.1f} inst/s  "
+                    f"({result.instances} in {result.seconds:.2f} s, failed senders {result.failures})  "
+                    f"load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
         print("summary:")
         for senders in args.senders:
             dcmtk = next(r for r in runs if r.target == "storescp" and r.senders == senders)
-            node = next(r for r in runs if r.target == "node" and r.senders == senders)
-            ratio = node.mb_per_s / dcmtk.mb_per_s
-            print(f"  senders={senders}: node {node.mb_per_s:.1f} MB/s ({node.per_s:.1f}/s), storescp "
-                  f"{dcmtk.mb_per_s:.1f} MB/s ({dcmtk.per_s:.1f}/s), ratio {ratio:.2f} (target >= 0.8)")
+            for node in (r for r in runs if r.target.startswith("node") and r.senders == senders):
+                ratio = node.mb_per_s / dcmtk.mb_per_s
+                print(
+                    f"  senders={senders}: {node.target} {node.mb_per_s:.1f} MB/s ({node.per_s:.1f}/s), "
+                    f"storescp {dcmtk.mb_per_s:.1f} MB/s ({dcmtk.per_s:.1f}/s), ratio {ratio:.2f} (target >= 0.8)"
+                )
         if not args.skip_rss:
             idle, peak, failures = peak_rss(workdir, env, [], args.large_mb, args.large_count, 2)
-            print(f"  peak RSS receiving {args.large_count} x {args.large_mb:g} MB from 2 senders: "
-                  f"{peak:.0f} MB (idle {idle:.0f} MB, failed senders {failures}; target <= 300 MB)")
+            print(
+                f"  peak RSS receiving {args.large_count} x {args.large_mb:g} MB from 2 senders: "
+                f"{peak:.0f} MB (idle {idle:.0f} MB, failed senders {failures}; target <= 300 MB)"
+            )
         print(f"load average at end {os.getloadavg()}")
     finally:
         if args.workdir is None:

@@ -49,8 +49,21 @@ def send_raw(node: NodeProcess, path: Path) -> int:
 
 def storescu(node: NodeProcess, *paths: Path) -> dict[str, str]:
     """Send with storescu -v; return {file: response text}."""
-    result = subprocess.run([require_tool("storescu"), "-v", "-nh", "-aec", node.ae_title, "127.0.0.1",
-                             str(node.port), *map(str, paths)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            require_tool("storescu"),
+            "-v",
+            "-nh",
+            "-aec",
+            node.ae_title,
+            "127.0.0.1",
+            str(node.port),
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return storescu_responses(result.stdout + result.stderr)
 
 
@@ -77,13 +90,17 @@ def node(start_node) -> NodeProcess:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("cut", ["pixel_data_tail", "inside_header", "before_pixel_data"])
-def test_truncated_object_gets_c000_and_nothing_is_stored(node: NodeProcess, tmp_path: Path, raw_sender: None,
-                                                           cut: str) -> None:
+def test_truncated_object_gets_c000_and_nothing_is_stored(
+    node: NodeProcess, tmp_path: Path, raw_sender: None, cut: str
+) -> None:
     full = write_dx(tmp_path / "full.dcm", rows=64, columns=64)
     data = full.read_bytes()
     pixel_header = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) little endian
-    keep = {"pixel_data_tail": len(data) - 100, "inside_header": pixel_header - 3,
-            "before_pixel_data": pixel_header}[cut]
+    keep = {
+        "pixel_data_tail": len(data) - 100,
+        "inside_header": pixel_header - 3,
+        "before_pixel_data": pixel_header,
+    }[cut]
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(data[:keep])
     assert send_raw(node, truncated) == 0xC000
@@ -96,7 +113,9 @@ def test_truncated_object_gets_c000_and_nothing_is_stored(node: NodeProcess, tmp
 def test_uid_mismatch_gets_a900(node: NodeProcess, tmp_path: Path, raw_sender: None) -> None:
     path = write_dx(tmp_path / "a.dcm", rows=16, columns=16)
     ds = pydicom.dcmread(path)
-    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()  # the command carries this one
+    ds.file_meta.MediaStorageSOPInstanceUID = (
+        pydicom.uid.generate_uid()
+    )  # the command carries this one
     ds.save_as(path)  # not enforce_file_format: that would copy the data set's UIDs into the meta
     assert send_raw(node, path) == 0xA900
     ds = pydicom.dcmread(path)
@@ -108,16 +127,26 @@ def test_uid_mismatch_gets_a900(node: NodeProcess, tmp_path: Path, raw_sender: N
     assert instance_count(node) == 0 and object_files(node) == [] and temp_files(node) == []
 
 
-def test_storage_cap_gives_a700_then_storing_works_again_after_freeing(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_storage_cap_gives_a700_then_storing_works_again_after_freeing(
+    start_node, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     files = [write_dx(tmp_path / f"{i}.dcm", rows=64, columns=64, seed=i) for i in range(4)]
     size = files[0].stat().st_size
     node = start_node(env=NO_WORKERS, config={"max_storage_bytes": 3 * size + size // 2})
     responses = storescu(node, *files)
-    assert [responses[str(f)].split(":")[0] for f in files] == ["Success", "Success", "Success", "Refused"]
+    assert [responses[str(f)].split(":")[0] for f in files] == [
+        "Success",
+        "Success",
+        "Success",
+        "Refused",
+    ]
     assert "OutOfResources" in responses[str(files[3])]
     assert instance_count(node) == 3 and len(object_files(node)) == 3 and temp_files(node) == []
-    refused = [f for f in files
-               if pydicom.dcmread(f).SOPInstanceUID not in {p.stem for p in object_files(node)}]
+    refused = [
+        f
+        for f in files
+        if pydicom.dcmread(f).SOPInstanceUID not in {p.stem for p in object_files(node)}
+    ]
     assert len(refused) == 1
     assert "status=0xA700" in node.log()
     # Free space: an operator removes one object (row and file).
@@ -147,7 +176,9 @@ def test_write_error_efbig_gives_a700_with_no_partial_file(start_node, tmp_path:
     assert instance_count(node) == 1
 
 
-def test_start_removes_temp_files_and_reindexes_files_without_rows(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_start_removes_temp_files_and_reindexes_files_without_rows(
+    start_node, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     node = start_node(env=NO_WORKERS)
     first = write_dx(tmp_path / "first.dcm", rows=32, columns=32, seed=1)
     assert all_success(storescu(node, first))
@@ -155,7 +186,13 @@ def test_start_removes_temp_files_and_reindexes_files_without_rows(start_node, t
     # A crash between rename and commit leaves a file without a row; one mid-receive leaves a temp file.
     orphan_src = write_dx(tmp_path / "orphan.dcm", rows=32, columns=32, seed=2)
     ds = pydicom.dcmread(orphan_src)
-    orphan = node.storage / "dicom" / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    orphan = (
+        node.storage
+        / "dicom"
+        / ds.StudyInstanceUID
+        / ds.SeriesInstanceUID
+        / f"{ds.SOPInstanceUID}.dcm"
+    )
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(orphan_src.read_bytes())
     (node.storage / "tmp" / "tmpabc.part").write_bytes(b"half an object")
@@ -164,9 +201,15 @@ def test_start_removes_temp_files_and_reindexes_files_without_rows(start_node, t
     assert temp_files(node) == []
     assert instance_count(node) == 2
     with node.session() as session:
-        row = session.scalars(select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID)).one()
+        row = session.scalars(
+            select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID)
+        ).one()
         assert row.path == orphan.relative_to(node.storage).as_posix()
-    assert "reindexed=1" in node.log() and "temp_files_removed=1" in node.log() and "unreadable=1" in node.log()
+    assert (
+        "reindexed=1" in node.log()
+        and "temp_files_removed=1" in node.log()
+        and "unreadable=1" in node.log()
+    )
 
 
 def test_abort_mid_object_leaves_no_temp_file(node: NodeProcess, tmp_path: Path) -> None:

@@ -17,17 +17,47 @@ from tests.factories import write_dx
 
 
 def test_two_receiver_processes_share_the_port(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    node: NodeProcess = start_node(env=NO_WORKERS, config={
-        "receiver_processes": 2, "completion": {"quiet_seconds": 0.5, "early_delay_seconds": 0.1}})
+    node: NodeProcess = start_node(
+        env=NO_WORKERS,
+        config={
+            "receiver_processes": 2,
+            "completion": {"quiet_seconds": 0.5, "early_delay_seconds": 0.1},
+        },
+    )
     pids = re.search(r"receiver processes listening count=1 pids=(\d+)", node.log())
     assert pids is not None, node.log()
     child = int(pids.group(1))
     # Same patient in every file: the processes race to create the patient row.
-    batches = [[write_dx(tmp_path / f"s{s}" / f"{i}.dcm", rows=32, columns=32, seed=s * 100 + i,
-                         patient_id="SHARED") for i in range(12)] for s in range(4)]
-    senders = [subprocess.Popen([require_tool("storescu"), "-v", "-aec", node.ae_title, "127.0.0.1",
-                                 str(node.port), *map(str, batch)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for batch in batches]
+    batches = [
+        [
+            write_dx(
+                tmp_path / f"s{s}" / f"{i}.dcm",
+                rows=32,
+                columns=32,
+                seed=s * 100 + i,
+                patient_id="SHARED",
+            )
+            for i in range(12)
+        ]
+        for s in range(4)
+    ]
+    senders = [
+        subprocess.Popen(
+            [
+                require_tool("storescu"),
+                "-v",
+                "-aec",
+                node.ae_title,
+                "127.0.0.1",
+                str(node.port),
+                *map(str, batch),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for batch in batches
+    ]
     responses: dict[str, str] = {}
     for sender in senders:
         responses.update(storescu_responses(sender.communicate(timeout=120)[0]))
@@ -35,17 +65,34 @@ def test_two_receiver_processes_share_the_port(start_node, tmp_path: Path) -> No
     with node.session() as session:
         assert session.scalar(select(func.count(Instance.id))) == 48
         assert session.scalar(select(func.count(Patient.id))) == 1
-    study_uids = {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for b in batches for p in b}
+    study_uids = {
+        pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for b in batches for p in b
+    }
     # Stored by either process, every study is completed by the main process's completion service.
-    wait_for(lambda: all(uid in node.log() and f"study completed study_instance_uid={uid}" in node.log()
-                         for uid in study_uids), timeout=30, msg="completion of all 48 studies")
+    wait_for(
+        lambda: all(
+            uid in node.log() and f"study completed study_instance_uid={uid}" in node.log()
+            for uid in study_uids
+        ),
+        timeout=30,
+        msg="completion of all 48 studies",
+    )
 
     node.kill()
-    wait_for(lambda: not os.path.exists(f"/proc/{child}") or _zombie(child), timeout=15,
-             msg="the receiver process to die with the node")
+    wait_for(
+        lambda: not os.path.exists(f"/proc/{child}") or _zombie(child),
+        timeout=15,
+        msg="the receiver process to die with the node",
+    )
     node.start()  # the port is free again
-    assert subprocess.run([require_tool("echoscu"), "-aec", node.ae_title, "127.0.0.1", str(node.port)],
-                          capture_output=True, timeout=30).returncode == 0
+    assert (
+        subprocess.run(
+            [require_tool("echoscu"), "-aec", node.ae_title, "127.0.0.1", str(node.port)],
+            capture_output=True,
+            timeout=30,
+        ).returncode
+        == 0
+    )
 
 
 def _zombie(pid: int) -> bool:

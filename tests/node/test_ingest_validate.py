@@ -21,7 +21,11 @@ def _write(ds: pydicom.Dataset, path: Path) -> Path:
 
 def test_complete_native_and_encapsulated(tmp_path: Path) -> None:
     native = check_object(write_dx(tmp_path / "a.dcm", rows=16, columns=16))
-    assert native.pixel_data is not None and native.pixel_data.length == 512 and not native.pixel_data.encapsulated
+    assert (
+        native.pixel_data is not None
+        and native.pixel_data.length == 512
+        and not native.pixel_data.encapsulated
+    )
     ds = make_dx(rows=16, columns=16)
     ds.compress(RLELossless)
     encapsulated = check_object(_write(ds, tmp_path / "rle.dcm"))
@@ -52,8 +56,10 @@ def _damaged(tmp_path: Path, kind: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["short_pixels", "cut_in_pixels", "no_pixels", "garbage",
-                                  "encapsulated_without_delimiter"])
+@pytest.mark.parametrize(
+    "kind",
+    ["short_pixels", "cut_in_pixels", "no_pixels", "garbage", "encapsulated_without_delimiter"],
+)
 def test_damaged_objects_are_c000(tmp_path: Path, kind: str) -> None:
     with pytest.raises(InvalidObject) as info:
         check_object(_damaged(tmp_path, kind))
@@ -67,26 +73,36 @@ def test_identity_mismatch_and_missing_uids_are_a900(tmp_path: Path) -> None:
         check_object(path, sop_class_uid=ds.SOPClassUID, sop_instance_uid="1.2.3")
     assert info.value.status == StoreStatus.DATASET_MISMATCH
     with pytest.raises(InvalidObject) as info:
-        check_object(path, sop_class_uid="1.2.840.10008.5.1.4.1.1.1", sop_instance_uid=ds.SOPInstanceUID)
+        check_object(
+            path, sop_class_uid="1.2.840.10008.5.1.4.1.1.1", sop_instance_uid=ds.SOPInstanceUID
+        )
     assert info.value.status == StoreStatus.DATASET_MISMATCH
     del ds.StudyInstanceUID
     _write(ds, path)
     with pytest.raises(InvalidObject) as info:
         check_object(path)
-    assert info.value.status == StoreStatus.DATASET_MISMATCH and "StudyInstanceUID" in info.value.reason
+    assert (
+        info.value.status == StoreStatus.DATASET_MISMATCH
+        and "StudyInstanceUID" in info.value.reason
+    )
 
 
-@pytest.mark.parametrize(("modality", "body_part", "view", "expected"), [
-    ("DX", "PELVIS", "AP", True),
-    ("CR", "HIP", "PA", True),
-    ("DX", "PELVIS", "", True),
-    ("DX", "PELVIS", None, True),
-    ("dx", " pelvis ", "ap", True),
-    ("DX", "PELVIS", "LAT", False),
-    ("DX", "CHEST", "AP", False),
-    ("DX", None, "AP", False),
-    ("SEG", "PELVIS", "AP", False),
-    ("SR", "HIP", "", False),
-])
-def test_expected_view_rule(modality: str, body_part: str | None, view: str | None, expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("modality", "body_part", "view", "expected"),
+    [
+        ("DX", "PELVIS", "AP", True),
+        ("CR", "HIP", "PA", True),
+        ("DX", "PELVIS", "", True),
+        ("DX", "PELVIS", None, True),
+        ("dx", " pelvis ", "ap", True),
+        ("DX", "PELVIS", "LAT", False),
+        ("DX", "CHEST", "AP", False),
+        ("DX", None, "AP", False),
+        ("SEG", "PELVIS", "AP", False),
+        ("SR", "HIP", "", False),
+    ],
+)
+def test_expected_view_rule(
+    modality: str, body_part: str | None, view: str | None, expected: bool
+) -> None:
     assert is_expected_view(modality, body_part, view) is expected

@@ -14,26 +14,58 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from tests.conftest import NO_WORKERS, REPO_ROOT, NodeProcess, free_port, require_tool, storescu_responses, wait_for
+from tests.conftest import (
+    NO_WORKERS,
+    REPO_ROOT,
+    NodeProcess,
+    free_port,
+    require_tool,
+    storescu_responses,
+    wait_for,
+)
 from tests.factories import write_dx
 
 
-def echoscu(node: NodeProcess, calling: str = "ECHOSCU", called: str | None = None,
-            *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_tool("echoscu"), "-v", "-aet", calling, "-aec", called or node.ae_title,
-                           *extra, "127.0.0.1", str(node.port)], capture_output=True, text=True, timeout=60)
+def echoscu(
+    node: NodeProcess, calling: str = "ECHOSCU", called: str | None = None, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            require_tool("echoscu"),
+            "-v",
+            "-aet",
+            calling,
+            "-aec",
+            called or node.ae_title,
+            *extra,
+            "127.0.0.1",
+            str(node.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def hipnode(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "node", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "node", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_echo_wrong_called_ae_and_allow_list(start_node) -> None:  # type: ignore[no-untyped-def]
     node = start_node(env=NO_WORKERS, config={"allowed_calling_aets": ["MODALITY1", "ECHOSCU"]})
     assert echoscu(node).returncode == 0
     wrong_called = echoscu(node, "ECHOSCU", "NOT_THE_NODE")
-    assert wrong_called.returncode != 0 and "Association Rejected" in wrong_called.stdout + wrong_called.stderr
+    assert (
+        wrong_called.returncode != 0
+        and "Association Rejected" in wrong_called.stdout + wrong_called.stderr
+    )
     unknown_calling = echoscu(node, "STRANGER")
     assert unknown_calling.returncode != 0
     assert "Association Rejected" in unknown_calling.stdout + unknown_calling.stderr
@@ -56,7 +88,9 @@ def test_association_limit(start_node) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_acse_timeout_closes_silent_connections(start_node) -> None:  # type: ignore[no-untyped-def]
-    node = start_node(env=NO_WORKERS, config={"timeouts": {"acse_seconds": 1.0, "network_seconds": 1.0}})
+    node = start_node(
+        env=NO_WORKERS, config={"timeouts": {"acse_seconds": 1.0, "network_seconds": 1.0}}
+    )
     with socket.create_connection(("127.0.0.1", node.port), timeout=30) as sock:
         start = time.monotonic()
         while sock.recv(1024):  # never sends A-ASSOCIATE-RQ; a timeout here (30 s) fails the test
@@ -66,37 +100,121 @@ def test_acse_timeout_closes_silent_connections(start_node) -> None:  # type: ig
 
 
 def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run([require_tool("openssl"), *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [require_tool("openssl"), *args], cwd=cwd, check=True, capture_output=True, timeout=60
+    )
 
 
 def _make_pki(directory: Path) -> None:
     """A CA and two certificates it signs (node and client), RSA 2048, valid one day."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "1", "-subj", "/CN=HipNode test CA", cwd=directory)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=HipNode test CA",
+        cwd=directory,
+    )
     for name in ("node", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={name}", cwd=directory)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "1", cwd=directory)
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+            cwd=directory,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "1",
+            cwd=directory,
+        )
 
 
 def test_tls_with_client_certificates(start_node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pki = tmp_path / "pki"
     pki.mkdir()
     _make_pki(pki)
-    node = start_node(env=NO_WORKERS, config={"tls": {"enabled": True, "cert_file": str(pki / "node.crt"),
-                                      "key_file": str(pki / "node.key"), "ca_file": str(pki / "ca.crt")}})
+    node = start_node(
+        env=NO_WORKERS,
+        config={
+            "tls": {
+                "enabled": True,
+                "cert_file": str(pki / "node.crt"),
+                "key_file": str(pki / "node.key"),
+                "ca_file": str(pki / "ca.crt"),
+            }
+        },
+    )
     image = write_dx(tmp_path / "tls.dcm", rows=32, columns=32)
-    result = subprocess.run([require_tool("storescu"), "-v", "-aec", node.ae_title, "+tls",
-                             str(pki / "client.key"), str(pki / "client.crt"), "+cf", str(pki / "ca.crt"),
-                             "127.0.0.1", str(node.port), str(image)], capture_output=True, text=True, timeout=60)
-    assert storescu_responses(result.stdout + result.stderr) == {str(image): "Success"}, result.stderr
-    plain = subprocess.run([require_tool("storescu"), "-aec", node.ae_title, "127.0.0.1", str(node.port),
-                            str(image)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            require_tool("storescu"),
+            "-v",
+            "-aec",
+            node.ae_title,
+            "+tls",
+            str(pki / "client.key"),
+            str(pki / "client.crt"),
+            "+cf",
+            str(pki / "ca.crt"),
+            "127.0.0.1",
+            str(node.port),
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert storescu_responses(result.stdout + result.stderr) == {str(image): "Success"}, (
+        result.stderr
+    )
+    plain = subprocess.run(
+        [require_tool("storescu"), "-aec", node.ae_title, "127.0.0.1", str(node.port), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert plain.returncode != 0  # no TLS, no association
-    no_client_cert = subprocess.run([require_tool("echoscu"), "-aec", node.ae_title, "+tla", "+cf",
-                                     str(pki / "ca.crt"), "127.0.0.1", str(node.port)],
-                                    capture_output=True, text=True, timeout=60)
+    no_client_cert = subprocess.run(
+        [
+            require_tool("echoscu"),
+            "-aec",
+            node.ae_title,
+            "+tla",
+            "+cf",
+            str(pki / "ca.crt"),
+            "127.0.0.1",
+            str(node.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert no_client_cert.returncode != 0  # the node requires a certificate signed by its CA
 
 
@@ -108,9 +226,18 @@ def test_sigterm_stops_cleanly(start_node) -> None:  # type: ignore[no-untyped-d
 
 def test_config_show_reflects_file_env_and_defaults(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
-    config.write_text('ae_title = "FROMFILE"\nport = 4242\n[completion]\nquiet_seconds = 3.5\n', encoding="utf-8")
-    shown = hipnode("config", "show", "--config", str(config), "--format", "json",
-                    env={"HIPNODE_PORT": "5151", "HIPNODE_STORAGE_DIR": str(tmp_path / "s")})
+    config.write_text(
+        'ae_title = "FROMFILE"\nport = 4242\n[completion]\nquiet_seconds = 3.5\n', encoding="utf-8"
+    )
+    shown = hipnode(
+        "config",
+        "show",
+        "--config",
+        str(config),
+        "--format",
+        "json",
+        env={"HIPNODE_PORT": "5151", "HIPNODE_STORAGE_DIR": str(tmp_path / "s")},
+    )
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["ae_title"] == "FROMFILE" and data["port"] == 5151  # env beats file
@@ -124,19 +251,31 @@ def test_config_show_reflects_file_env_and_defaults(tmp_path: Path) -> None:
     assert hipnode("config", "check", "--config", str(round_trip)).returncode == 0
 
 
-@pytest.mark.parametrize(("content", "field"), [
-    ("maximum_associations = 0\n", "maximum_associations"),
-    ("[timeouts]\nacse_seconds = \"soon\"\n", "timeouts.acse_seconds"),
-    ('ae_title = "THIS_AE_TITLE_IS_TOO_LONG"\n', "ae_title"),
-    ("[tls]\nenabled = true\n", "tls"),
-    ("[completion]\nquiet_seconds = -1\n", "completion.quiet_seconds"),
-    ("prot = 11112\n", "prot"),
-])
-def test_bad_config_fails_at_start_naming_the_field(tmp_path: Path, content: str, field: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ("maximum_associations = 0\n", "maximum_associations"),
+        ('[timeouts]\nacse_seconds = "soon"\n', "timeouts.acse_seconds"),
+        ('ae_title = "THIS_AE_TITLE_IS_TOO_LONG"\n', "ae_title"),
+        ("[tls]\nenabled = true\n", "tls"),
+        ("[completion]\nquiet_seconds = -1\n", "completion.quiet_seconds"),
+        ("prot = 11112\n", "prot"),
+    ],
+)
+def test_bad_config_fails_at_start_naming_the_field(
+    tmp_path: Path, content: str, field: str
+) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(content, encoding="utf-8")
-    served = hipnode("serve", "--config", str(config), "--storage", str(tmp_path / "s"), "--port",
-                     str(free_port()))
+    served = hipnode(
+        "serve",
+        "--config",
+        str(config),
+        "--storage",
+        str(tmp_path / "s"),
+        "--port",
+        str(free_port()),
+    )
     assert served.returncode == 2
     assert f"{field}" in served.stderr and "invalid configuration" in served.stderr
     assert not (tmp_path / "s").exists()  # nothing was started or created

@@ -26,13 +26,16 @@ def sessions(tmp_path: Path) -> sessionmaker:
 
 
 def _facts(**kwargs: object) -> catalogue.InstanceFacts:
-    return catalogue.InstanceFacts.from_header(make_dx(rows=4, columns=4, **kwargs), "1.2.840.10008.1.2.1")
+    return catalogue.InstanceFacts.from_header(
+        make_dx(rows=4, columns=4, **kwargs), "1.2.840.10008.1.2.1"
+    )
 
 
 def test_facts_from_header() -> None:
     facts = catalogue.InstanceFacts.from_header(
         make_dx(rows=4, columns=6, pixel_spacing=(0.1, 0.2), laterality="L", view_position="PA"),
-        "1.2.840.10008.1.2.1")
+        "1.2.840.10008.1.2.1",
+    )
     assert (facts.rows, facts.columns, facts.laterality, facts.view_position) == (4, 6, "L", "PA")
     assert facts.pixel_spacing_source == "pixel_spacing" and facts.pixel_spacing_mm == [0.1, 0.2]
     ds = make_dx(rows=4, columns=4, imager_pixel_spacing=(0.2, 0.2))
@@ -47,9 +50,17 @@ def test_upsert_shares_patient_study_series(sessions: sessionmaker) -> None:
     with sessions() as session:
         for i in range(3):
             facts = _facts(study_uid=study, series_uid=series, patient_id="P9")
-            catalogue.add_instance(session, facts, path=f"p{i}", sha256="0" * 64, size_bytes=10, calling_aet="A")
-        catalogue.add_instance(session, _facts(patient_id="P9"), path="q", sha256="1" * 64, size_bytes=5,
-                               calling_aet="B")
+            catalogue.add_instance(
+                session, facts, path=f"p{i}", sha256="0" * 64, size_bytes=10, calling_aet="A"
+            )
+        catalogue.add_instance(
+            session,
+            _facts(patient_id="P9"),
+            path="q",
+            sha256="1" * 64,
+            size_bytes=5,
+            calling_aet="B",
+        )
         session.commit()
         assert session.scalar(select(func.count(Patient.id))) == 1
         assert session.scalar(select(func.count(Study.id))) == 2
@@ -60,10 +71,14 @@ def test_upsert_shares_patient_study_series(sessions: sessionmaker) -> None:
 def test_second_row_for_a_sop_instance_is_refused(sessions: sessionmaker) -> None:
     facts = _facts()
     with sessions() as session:
-        catalogue.add_instance(session, facts, path="a", sha256="0" * 64, size_bytes=1, calling_aet=None)
+        catalogue.add_instance(
+            session, facts, path="a", sha256="0" * 64, size_bytes=1, calling_aet=None
+        )
         session.commit()
         with pytest.raises(IntegrityError):
-            catalogue.add_instance(session, facts, path="b", sha256="1" * 64, size_bytes=1, calling_aet=None)
+            catalogue.add_instance(
+                session, facts, path="b", sha256="1" * 64, size_bytes=1, calling_aet=None
+            )
         session.rollback()
         assert catalogue.record_duplicate(session, facts.sop_instance_uid) == 1
         session.commit()

@@ -11,14 +11,17 @@ import pytest
 from storage.filestore import FileStore, OutOfSpace, ReceiveBuffer, clean_uid, is_full_error
 
 
-@pytest.mark.parametrize(("uid", "cleaned"), [
-    ("1.2.3", "1.2.3"),
-    ("1.2.3 ", "1.2.3"),
-    ("../../etc/passwd", ".._.._etc_passwd"),
-    ("..", "_.."),
-    ("", "_"),
-    ("1.2\x00.3/4", "1.2_.3_4"),
-])
+@pytest.mark.parametrize(
+    ("uid", "cleaned"),
+    [
+        ("1.2.3", "1.2.3"),
+        ("1.2.3 ", "1.2.3"),
+        ("../../etc/passwd", ".._.._etc_passwd"),
+        ("..", "_.."),
+        ("", "_"),
+        ("1.2\x00.3/4", "1.2_.3_4"),
+    ],
+)
 def test_clean_uid(uid: str, cleaned: str) -> None:
     assert clean_uid(uid) == cleaned
 

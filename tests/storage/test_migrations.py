@@ -18,7 +18,9 @@ def test_upgrade_head_matches_models(tmp_path: Path) -> None:
     with engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diffs == [], f"storage/models.py changed without a migration: {diffs}"
-    assert {"patient", "study", "series", "instance", "job", "delivery"} <= set(inspect(engine).get_table_names())
+    assert {"patient", "study", "series", "instance", "job", "delivery"} <= set(
+        inspect(engine).get_table_names()
+    )
     engine.dispose()
 
 
@@ -33,4 +35,6 @@ def test_upgrade_is_idempotent_and_wal(tmp_path: Path) -> None:
 
 def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file() and (MIGRATIONS_DIR / "script.py.mako").is_file()
-    assert (MIGRATIONS_DIR / "__init__.py").is_file() and (MIGRATIONS_DIR / "versions" / "__init__.py").is_file()
+    assert (MIGRATIONS_DIR / "__init__.py").is_file() and (
+        MIGRATIONS_DIR / "versions" / "__init__.py"
+    ).is_file()
