@@ -96,6 +96,16 @@ def test_dciodvfy_and_dcentvfy_clean(written) -> None:
     assert study.errors == [], study.output
 
 
+def test_dciodvfy_catches_the_patient_orientation_pitfall(written, tmp_path: Path) -> None:
+    """Control: without the PatientOrientation fix dciodvfy reports an error we would see."""
+    require_tools()
+    ds = pydicom.dcmread(written[2])
+    del ds.PatientOrientation
+    path = tmp_path / "no-orientation.dcm"
+    ds.save_as(path)
+    assert any("PatientOrientation" in e for e in dciodvfy(path).errors)
+
+
 def test_uid_is_deterministic_and_versioned() -> None:
     source, analysis = make_dx(), make_analysis()
     first, second = encode_seg(source, analysis), encode_seg(source, analysis)

@@ -178,14 +178,21 @@ def test_dsrdump_shows_values_and_points(written) -> None:
     assert LOCAL_SCHEME in text
 
 
-def test_validators_zero_errors(written) -> None:
+def test_validators_zero_errors(written, tmp_path) -> None:
     require_tools()
     paths = [written["post_sr_path"], written["pair_path"]]
     for path in [written["pre_sr_path"], *paths]:
         verdict = dciodvfy(path)
         assert verdict.errors == [], verdict.output
         assert "Comprehensive3DSR" in verdict.output
-    for path, verdict in pixelmed_sr_many(paths).items():
+    # A control the validators must reject: the report without its measurements container.
+    broken = pydicom.dcmread(written["pair_path"])
+    broken.ContentSequence = [c for c in broken.ContentSequence if c.ConceptNameCodeSequence[0].CodeValue != "126010"]
+    broken_path = tmp_path / "broken.dcm"
+    broken.save_as(broken_path)
+    verdicts = pixelmed_sr_many([*paths, broken_path])
+    assert verdicts.pop(broken_path).errors, "pixelmed accepted a TID 1500 report without measurements"
+    for path, verdict in verdicts.items():
         assert "Found Root Template TID_1500" in verdict.output, verdict.output
         assert verdict.errors == [], f"{path.name}: {verdict.output}"
 
