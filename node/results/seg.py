@@ -1,6 +1,6 @@
 """One DICOM SEG per analysed radiograph, with every spec segment.
 
-Decisions (see ``docs``-worthy notes in ../shared/notes/dicom-conformance.md):
+Decisions (docs/dicom-results.md; pitfalls from ../shared/notes/dicom-conformance.md):
 
 - BINARY, one segment per spec name in ``vocabulary.SEGMENTS`` order, so
   segment number ``i + 1`` always means ``SEGMENTS[i]`` and an SR can
