@@ -116,4 +116,7 @@ def run(args: argparse.Namespace) -> int:
                     stack.processes.check_alive("orthanc")
         except KeyboardInterrupt:
             print("stopping")
+        except (RuntimeError, OSError, TimeoutError) as exc:  # a part that cannot start: say which, no traceback
+            print(f"hipnode demo: {exc}", file=sys.stderr)
+            return 1
     return 0

@@ -31,7 +31,7 @@ class ProcessGroup:
         try:
             proc = subprocess.Popen(list(argv), stdout=stdout if stdout is not None else log, stderr=log,
                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=die_with_parent)
         finally:
             log.close()
         self._procs.append((name, proc))
@@ -73,7 +73,7 @@ class ProcessGroup:
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGTERM it when the harness process dies, even by SIGKILL.
 
     ``finally`` blocks do not run when the test runner itself is killed (a CI

@@ -11,9 +11,11 @@ process group and removes the temp dir, whatever failed; logs are copied to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +25,7 @@ from typing import Literal
 
 from harness.netns import NetNamespace
 from harness.orthanc import ORTHANC_BINARY, OrthancClient, orthanc_config, write_config
-from harness.processes import ProcessGroup, wait_for
+from harness.processes import ProcessGroup, die_with_parent, wait_for
 
 HARNESS_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = HARNESS_DIR.parent
@@ -159,9 +161,24 @@ class HarnessStack:
     # -- actions ---------------------------------------------------------------
     def run(self, argv: list[str], timeout_s: float = 60.0, env: dict[str, str] | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the namespace and return its completed process (never raises on status)."""
-        return subprocess.run(self.netns.command(argv), capture_output=True, text=True, timeout=timeout_s,
-                              env=env, cwd=cwd)
+        """Run a command inside the namespace and return its completed process (never raises on status).
+
+        It gets its own process group, killed whole on timeout: a viewer script's
+        Chromium must not outlive it.
+        """
+        proc = subprocess.Popen(self.netns.command(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True, env=env, cwd=cwd, start_new_session=True,
+                                preexec_fn=die_with_parent)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            raise subprocess.TimeoutExpired(argv, timeout_s, stdout, stderr) from None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of a finished command
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
     def echo(self, aet: str, port: int) -> bool:
         return self.run(["echoscu", "-to", "5", "-aec", aet, LOOPBACK, str(port)], timeout_s=15).returncode == 0
