@@ -12,7 +12,8 @@ import logging
 import threading
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
@@ -42,6 +43,7 @@ class IngestOutcome:
     study_instance_uid: str = ""
     duplicate: bool = False
     size_bytes: int = 0
+    phases_ms: dict[str, float] = field(default_factory=dict)  # check, place, catalogue
 
 
 class Ingestor:
@@ -94,6 +96,15 @@ class Ingestor:
         calling_aet: str | None,
         received_hash: Callable[[int], str | None] | None,
     ) -> IngestOutcome:
+        clock = time.perf_counter()
+        phases: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            phases[name] = round((now - clock) * 1000.0, 1)
+            clock = now
+
         try:
             checked = check_object(temp_path, sop_class_uid, sop_instance_uid)
             facts = catalogue.InstanceFacts.from_header(checked.header, checked.transfer_syntax_uid)
@@ -110,6 +121,7 @@ class Ingestor:
         relative = self.filestore.relative_path(
             facts.study_instance_uid, facts.series_instance_uid, facts.sop_instance_uid
         )
+        lap("check")
         with self._uid_lock(facts.sop_instance_uid):
             existing = self._existing_sha(facts.sop_instance_uid)
             if existing is not None:
@@ -120,6 +132,7 @@ class Ingestor:
                 return IngestOutcome(StoreStatus.OUT_OF_RESOURCES, str(exc), facts.sop_instance_uid)
             try:
                 self.filestore.commit(temp_path, relative)
+                lap("place")
             except FileExistsError:
                 # A file from a crash before its row committed: it is the first copy.
                 self.filestore.release(size)
@@ -144,6 +157,7 @@ class Ingestor:
                 )
             try:
                 derived = self._catalogue(facts, relative, sha, size, calling_aet)
+                lap("catalogue")
             except (IntegrityError, OperationalError, SQLAlchemyError) as exc:
                 # No row means not stored: take the file back so the store and catalogue agree.
                 self.filestore.remove(relative)
@@ -172,6 +186,7 @@ class Ingestor:
             facts.sop_instance_uid,
             facts.study_instance_uid,
             size_bytes=size,
+            phases_ms=phases,
         )
 
     def _catalogue(

@@ -151,6 +151,8 @@ def handle_store(event: evt.Event, ingestor: Ingestor, assoc_log: AssociationLog
     }
     if status == StoreStatus.SUCCESS:
         extra["duplicate"] = bool(outcome and outcome.duplicate)
+        if outcome is not None:
+            extra.update({f"{name}_ms": ms for name, ms in outcome.phases_ms.items()})
         log.info("instance", extra=extra)
     else:
         extra["reason"] = reason
