@@ -71,7 +71,7 @@ def image_result_datasets(image: AnalysedImage) -> list[tuple[str, Dataset]]:
     """SEG and TID 1500 SR of one analysed image, with their catalogue kinds."""
     from node.results import encode_image_results, result_kind
 
-    datasets = encode_image_results(image.dataset, image.analysis)
+    datasets = encode_image_results(image.dataset, image.analysis, pixels=image.radiograph.pixels)
     return [(result_kind(ds) or "unknown", ds) for ds in datasets]
 
 
@@ -133,6 +133,7 @@ def pair_result_datasets(
             )
     deltas = deltas_for_sides(deltas, sides)
     datasets = encode_pair_results(
-        pre.dataset, post.dataset, pre.analysis, post.analysis, alignment, cdm, deltas
+        pre.dataset, post.dataset, pre.analysis, post.analysis, alignment, cdm, deltas,
+        pre_pixels=pre.radiograph.pixels, post_pixels=post.radiograph.pixels,
     )
     return [(result_kind(ds) or "unknown", ds) for ds in datasets], deltas
