@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -150,3 +154,37 @@ def test_routing_reaches_the_real_node(synthetic_pair: SyntheticPair, artifacts_
         assert stored() == {pair.sop_uids["pre"], pair.sop_uids["post"]}
         wait_for(lambda: all(j["State"] == "Success" for j in _routed_jobs(stack)), 20, "routing jobs to succeed")
         assert _routed_instance_count(stack) == 2
+
+
+def test_a_killed_test_runner_takes_the_stack_down(tmp_path: Path) -> None:
+    """SIGKILL of the process holding the stack (a CI timeout) still stops Orthanc and the receiver."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time; sys.path.insert(0, sys.argv[1])\n"
+        "from harness import HarnessStack, StackOptions\n"
+        "stack = HarnessStack(StackOptions()).__enter__()\n"
+        "print(stack.work_dir, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None
+        work_dir = Path(holder.stdout.readline().strip())
+        pids = [int(line.split()[0]) for line in (work_dir / "logs" / "pids.txt").read_text().splitlines()]
+        assert len(pids) == 3 and all(Path(f"/proc/{p}").exists() for p in pids)
+        holder.kill()
+        holder.wait(timeout=10)
+        wait_for(lambda: all(not Path(f"/proc/{p}").exists() or _is_zombie(p) for p in pids), 15,
+                 "the stack's processes to die with their parent")
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait(timeout=10)
+        for pid in locals().get("pids", []):  # a failed test must not leak the processes it checks
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if "work_dir" in locals():
+            shutil.rmtree(work_dir, ignore_errors=True)  # nobody else removes it after a SIGKILL
