@@ -184,7 +184,17 @@ def test_a_killed_test_runner_takes_the_stack_down(tmp_path: Path) -> None:
             holder.kill()
         holder.wait(timeout=10)
         for pid in locals().get("pids", []):  # a failed test must not leak the processes it checks
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            if _still_ours(pid, work_dir):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if "work_dir" in locals():
             shutil.rmtree(work_dir, ignore_errors=True)  # nobody else removes it after a SIGKILL
+
+
+def _still_ours(pid: int, work_dir: Path) -> bool:
+    """Alive and still the harness's process (not a reused PID): its command names the work dir or is the holder."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return not _is_zombie(pid) and (str(work_dir) in cmdline or cmdline.strip() == "sleep infinity")
