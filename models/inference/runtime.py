@@ -8,6 +8,7 @@ so the node's worker and ``hipnode analyze`` pay the load cost once.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 import numpy as np
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_ROOT = Path(os.environ.get("HIPNODE_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
+"""Where ``segment/`` and ``landmarks/`` live: the committed weights, or ``HIPNODE_WEIGHTS_DIR``
+(candidate weights under evaluation, without touching the committed ones)."""
 
 _sessions: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
