@@ -66,21 +66,24 @@ def test_pair_is_routed_and_results_return(mode: str, receiver: str, synthetic_p
             for items in found.by_modality.values():
                 assert {d.StudyInstanceUID for d in items} == {found.study_uid}
                 assert {d.PatientID for d in items} == {"HARNESS-001"}
-        (seg,) = post.by_modality["SEG"]
-        assert referenced_series(seg) == {pair.post_series_uid}
-        assert pair.sop_uids["post"] in referenced_instances(seg)
-        (sr,) = post.by_modality["SR"]
-        assert pair.sop_uids["post"] in referenced_instances(sr)
-        (sc,) = post.by_modality["OT"]
-        assert sc.PhotometricInterpretation == "RGB"
-        assert {pair.sop_uids["pre"], pair.sop_uids["post"]} <= referenced_instances(sc)
+        for seg in post.by_modality["SEG"]:
+            assert referenced_series(seg) == {pair.post_series_uid}
+            assert pair.sop_uids["post"] in referenced_instances(seg)
+        for sr in post.by_modality["SR"]:  # the image's measurements (and, from the node, the pair's)
+            assert pair.sop_uids["post"] in referenced_instances(sr)
+        assert any(pair.sop_uids["pre"] in referenced_instances(sr) for sr in post.by_modality["SR"]), \
+            "the pre/post comparison cites the pre-op exam as evidence"
+        maps = [d for d in post.by_modality["OT"] if "difference" in str(d.get("SeriesDescription", "")).lower()]
+        assert len(maps) == 1, [d.get("SeriesDescription") for d in post.by_modality["OT"]]
+        assert maps[0].PhotometricInterpretation == "RGB"
+        assert {pair.sop_uids["pre"], pair.sop_uids["post"]} <= referenced_instances(maps[0])
 
         # QIDO-RS shows the same series (what a viewer queries).
         series = stack.orthanc.qido(f"/studies/{pair.post_study_uid}/series")
-        modalities = sorted(s["00080060"]["Value"][0] for s in series)
+        modalities = sorted({s["00080060"]["Value"][0] for s in series})
         assert modalities == ["DX", "OT", "SEG", "SR"]
-        instances = stack.orthanc.qido(f"/studies/{pair.post_study_uid}/instances")
-        assert seg.SOPInstanceUID in {i["00080018"]["Value"][0] for i in instances}
+        instances = {i["00080018"]["Value"][0] for i in stack.orthanc.qido(f"/studies/{pair.post_study_uid}/instances")}
+        assert {d.SOPInstanceUID for items in post.by_modality.values() for d in items} <= instances
 
         # No loop: the results (and the studies becoming stable again) route nothing more.
         time.sleep(STABLE_AGE_S + 2.5)

@@ -126,9 +126,10 @@ def referenced_instances(ds: Dataset) -> set[str]:
     uids: set[str] = set()
     for series in ds.get("ReferencedSeriesSequence", []):
         uids.update(i.ReferencedSOPInstanceUID for i in series.get("ReferencedInstanceSequence", []))
-    for study in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
-        for series in study.get("ReferencedSeriesSequence", []):
-            uids.update(i.ReferencedSOPInstanceUID for i in series.get("ReferencedSOPSequence", []))
+    for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+        for study in ds.get(keyword, []):  # an SR's evidence; other studies' go to Pertinent Other
+            for series in study.get("ReferencedSeriesSequence", []):
+                uids.update(i.ReferencedSOPInstanceUID for i in series.get("ReferencedSOPSequence", []))
     uids.update(i.ReferencedSOPInstanceUID for i in ds.get("SourceImageSequence", []))
     return uids
 
