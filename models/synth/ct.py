@@ -98,7 +98,7 @@ def _exam(ct: CtBody, rng: np.random.Generator, phase: str, size_px: int | None,
     proc = sample_processing(rng)
     if proc.marker is not None:
         mu_line = mu_line + lead_marker(mu_line.shape, proc.marker, proc.marker == "R", geom.pitch_mm, rng)
-    stored, presentation = expose(mu_line.astype(np.float32), proc, geom.pitch_mm, rng)
+    stored, presentation = expose(mu_line.astype(np.float32), proc, geom.pitch_mm, rng, masks["implant_left"])
     landmarks = {name: None for name in LANDMARKS}
     measurements = {name: None for name in MEASUREMENTS}
     ermf = geom.magnification

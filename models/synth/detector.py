@@ -41,7 +41,7 @@ def sample_processing(rng: np.random.Generator) -> Processing:
     return Processing(
         photons_per_mm2=float(rng.uniform(2.0e4, 8.0e4)),
         heel=float(rng.uniform(-0.15, 0.15)),
-        scatter_fraction=float(rng.uniform(0.2, 0.7)),
+        scatter_fraction=float(rng.uniform(0.1, 0.4)),
         scatter_sigma_mm=float(rng.uniform(25, 60)),
         blur_sigma_mm=float(rng.uniform(0.06, 0.12)),
         unsharp_sigma_mm=float(rng.uniform(1.5, 6.0)),
@@ -95,11 +95,20 @@ def lead_marker(shape: tuple[int, int], letter: str, at_left: bool, pitch_mm: fl
     return out.astype(np.float32) * (6.0 / 255.0)
 
 
-def expose(mu_line: np.ndarray, proc: Processing, pitch_mm: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def expose(
+    mu_line: np.ndarray,
+    proc: Processing,
+    pitch_mm: float,
+    rng: np.random.Generator,
+    metal: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Simulate detection and processing; returns ``(stored_uint16, presentation_float)``.
 
     ``presentation_float`` is the processed image in [0, 1], bright = dense
     (MONOCHROME2 sense), before quantisation and photometric inversion.
+    ``metal`` (optional mask) is left out of the histogram that sets the
+    window, as vendor processing segments metal and collimation; a soft knee
+    above 0.8 keeps bone below metal instead of clipping both to white.
     """
     rows, cols = mu_line.shape
     field = collimation_field(mu_line.shape, proc, pitch_mm)
@@ -113,12 +122,14 @@ def expose(mu_line: np.ndarray, proc: Processing, pitch_mm: float, rng: np.rando
     counts = _blur(counts.astype(np.float32), proc.blur_sigma_mm / pitch_mm)
     log_image = np.log(photons) - np.log(np.maximum(counts, 0.5))
     log_image = log_image - proc.equalize_amount * _blur(np.minimum(log_image, np.percentile(log_image[::7, ::7], 99)), proc.equalize_sigma_mm / pitch_mm)
-    sample = log_image[inside][:: max(1, int(inside.sum() // 200_000))] if inside.any() else log_image.ravel()
-    lo, hi = np.percentile(sample, [0.5, 99.7])
-    x = np.clip((log_image - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    x = x + proc.unsharp_amount * (x - _blur(x, proc.unsharp_sigma_mm / pitch_mm))
-    x = np.clip(x, 0.0, 1.0) ** proc.gamma
-    x = x.astype(np.float32)
+    region = inside if metal is None else inside & ~metal
+    sample = log_image[region][:: max(1, int(region.sum() // 200_000))] if region.any() else log_image.ravel()
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    x = np.maximum((log_image - lo) / max(hi - lo, 1e-6), 0.0)
+    x = np.maximum(x + proc.unsharp_amount * (x - _blur(x, proc.unsharp_sigma_mm / pitch_mm)), 0.0) ** proc.gamma
+    knee = 0.8
+    x = np.where(x < knee, x, knee + (1.0 - knee) * np.tanh((x - knee) / (1.0 - knee)))
+    x = np.clip(x, 0.0, 1.0).astype(np.float32)
     top = (1 << proc.bits_stored) - 1
     values = np.rint(x * top).astype(np.uint16)
     if proc.photometric == "MONOCHROME1":

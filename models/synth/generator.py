@@ -203,6 +203,23 @@ def _upsample(coarse: np.ndarray, grid: CoarseGrid, geom: Geometry) -> np.ndarra
     return big[: geom.rows, : geom.cols]
 
 
+def _mask(path_mm: np.ndarray, grid: CoarseGrid, geom: Geometry) -> np.ndarray:
+    """Pixels whose ray crosses the structure (path > OCCUPANCY_MM), on the image grid.
+
+    The bilinear splat spreads every voxel over +-1 coarse pixel, which grows a
+    thresholded mask by about that much; an erosion by 0.75 coarse pixel puts
+    the border back where the structure's projected edge is.
+    """
+    mask = (_upsample(path_mm, grid, geom) > OCCUPANCY_MM).astype(np.uint8)
+    radius = 0.75 * grid.factor
+    if radius >= 0.75:
+        k = int(np.ceil(radius))
+        yy, xx = np.mgrid[-k : k + 1, -k : k + 1]
+        kernel = ((xx**2 + yy**2) <= radius**2 + 0.25).astype(np.uint8)
+        mask = cv2.erode(mask, kernel, borderType=cv2.BORDER_REPLICATE)
+    return mask.astype(bool)
+
+
 def _gas(shape: tuple[int, int], geom: Geometry, world_from_anat: np.ndarray, anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
     """Bowel gas: a few blurred pockets above the pubis, as negative soft-tissue path (line integral)."""
     out = np.zeros(shape, np.float32)
@@ -277,17 +294,18 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     proc = processing or sample_processing(rng)
     if proc.marker is not None:
         mu_line += lead_marker(mu_line.shape, proc.marker, proc.marker == "R", geom.pitch_mm, rng)
-    stored, presentation = expose(mu_line.astype(np.float32), proc, geom.pitch_mm, rng)
+    metal = masks["implant_right"] | masks["implant_left"]
+    stored, presentation = expose(mu_line.astype(np.float32), proc, geom.pitch_mm, rng, metal)
 
-    masks["pelvis"] = _upsample(occupancy["pelvis"], grid, geom) > OCCUPANCY_MM
+    masks["pelvis"] = _mask(occupancy["pelvis"], grid, geom)
     for side in SIDES:
-        masks[f"femur_{side}"] = _upsample(occupancy[f"femur_{side}"], grid, geom) > OCCUPANCY_MM
-        masks[f"femoral_head_{side}"] = _upsample(occupancy[f"head_{side}"], grid, geom) > OCCUPANCY_MM
+        masks[f"femur_{side}"] = _mask(occupancy[f"femur_{side}"], grid, geom)
+        masks[f"femoral_head_{side}"] = _mask(occupancy[f"head_{side}"], grid, geom)
 
     ermf = geom.magnification
     spacing = (geom.pitch_mm / ermf, geom.pitch_mm / ermf)
     landmarks = _landmarks(patient, geom, world_from_anat, world_from_femur, hips, phase)
-    roof_fine = _upsample(occupancy["roof"], grid, geom) > OCCUPANCY_MM
+    roof_fine = _mask(occupancy["roof"], grid, geom)
     _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted)
     measurements = compute_measurements(landmarks, spacing, masks)
     info = {
@@ -344,7 +362,12 @@ def _landmarks(
         # post-op: the centre of the prosthetic head, which sits at the cup centre
         centre = geom.project(hips[s].cup_centre[None])[0] if s in hips else proj(fm, geo.head_centre[None])[0]
         out[f"femoral_head_centre_{s}"] = tuple(centre)
-        out[f"greater_trochanter_{s}"] = tuple(_pick(proj(fm, cand[f"greater_trochanter_{s}"]), vertical))
+        trochanter = cand[f"greater_trochanter_{s}"]
+        if s in hips:  # only bone that survived the neck resection
+            rel = trochanter - geo.head_centre
+            kept = (rel @ geo.neck_cut_normal <= -geo.neck_cut_offset_mm - 1.0) | (np.linalg.norm(rel, axis=1) >= geo.neck_cut_offset_mm + 26.0)
+            trochanter = trochanter[kept] if kept.any() else trochanter
+        out[f"greater_trochanter_{s}"] = tuple(_pick(proj(fm, trochanter), vertical))
         out[f"lesser_trochanter_{s}"] = tuple(_pick(proj(fm, cand[f"lesser_trochanter_{s}"]), medial))
         out[f"femoral_shaft_proximal_{s}"] = tuple(proj(fm, geo.shaft_proximal[None])[0])
         out[f"femoral_shaft_distal_{s}"] = _shaft_distal(proj(fm, np.linspace(geo.shaft_proximal, geo.shaft_distal, 61)), geom)

@@ -1,0 +1,259 @@
+"""``hipnode synth`` end to end: files, determinism, DICOM validity, ground truth vs pixels.
+
+One anatomy (Pelvic-Ref-004, the smallest) at 384 px keeps this to seconds
+once the anatomy is prepared (about 15-40 s the first time, then cached on
+disk under HIPNODE_SYNTH_CACHE, default ~/.cache/hipnode/synth).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from scipy import ndimage
+
+from models.algorithms.measurements import compute_measurements
+from models.algorithms.vocabulary import LANDMARKS, MEASUREMENTS, SEGMENTS
+from node.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+LABELS = ROOT / "../shared/data/pelvic-ref/Pelvic-Ref-004"
+SIZE = "384"
+
+pytestmark = pytest.mark.skipif(not (LABELS / "label.mhd").is_file(), reason="pelvic-ref label maps not present")
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    args = ["synth", "--labels", str(LABELS), "--out", str(root / "a"), "--pairs", "3", "--seed", "11", "--size", SIZE]
+    assert main(args) == 0
+    return root / "a"
+
+
+def _load(folder: Path, phase: str) -> tuple[dict, dict[str, np.ndarray], pydicom.Dataset]:
+    gt = json.loads((folder / f"{phase}.json").read_text())
+    with np.load(folder / f"{phase}_masks.npz") as z:
+        masks = {k: z[k] for k in z.files}
+    return gt, masks, pydicom.dcmread(folder / f"{phase}.dcm")
+
+
+def _pairs(out: Path) -> list[Path]:
+    return sorted(out.glob("pair_*"))
+
+
+def test_writes_the_contract_files(out: Path) -> None:
+    pairs = _pairs(out)
+    assert [p.name for p in pairs] == ["pair_000", "pair_001", "pair_002"]
+    for folder in pairs:
+        for name in ("pre.dcm", "post.dcm", "pre.json", "post.json", "pre_masks.npz", "post_masks.npz", "pair.json"):
+            assert (folder / name).is_file(), name
+        pair = json.loads((folder / "pair.json").read_text())
+        assert len(pair["pelvis_points_pre"]) == len(pair["pelvis_points_post"]) >= 20
+        for phase in ("pre", "post"):
+            gt, masks, ds = _load(folder, phase)
+            assert set(gt["landmarks"]) == set(LANDMARKS)
+            assert set(gt["measurements"]) == set(MEASUREMENTS)
+            assert gt["calibration"] == "magnification_corrected"
+            assert set(masks) == set(SEGMENTS)
+            assert all(m.dtype == bool and m.shape == (ds.Rows, ds.Columns) for m in masks.values())
+            assert ds.Columns == int(SIZE)
+            # mm per pixel = ImagerPixelSpacing / EstimatedRadiographicMagnificationFactor
+            expected = float(ds.ImagerPixelSpacing[0]) / float(ds.EstimatedRadiographicMagnificationFactor)
+            assert gt["pixel_spacing_mm"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_same_seed_same_bytes_other_seed_other_image(out: Path, tmp_path: Path) -> None:
+    def args(folder: str, seed: str) -> list[str]:
+        return ["synth", "--labels", str(LABELS), "--out", str(tmp_path / folder), "--pairs", "1", "--seed", seed, "--size", SIZE]
+
+    assert main(args("b", "11")) == 0
+    for name in ("pre.dcm", "post.dcm", "pre.json", "post.json", "pair.json", "pre_masks.npz"):
+        assert (tmp_path / "b/pair_000" / name).read_bytes() == (out / "pair_000" / name).read_bytes(), name
+    assert main(args("c", "12")) == 0
+    assert (tmp_path / "c/pair_000/pre.dcm").read_bytes() != (out / "pair_000/pre.dcm").read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
+def test_dciodvfy_reports_no_errors(out: Path, tmp_path: Path) -> None:
+    files = [p for folder in _pairs(out) for p in (folder / "pre.dcm", folder / "post.dcm")]
+    assert main(["synth", "--labels", str(LABELS), "--out", str(tmp_path / "cr"), "--pairs", "1", "--seed", "5",
+                 "--size", "256", "--modality", "CR"]) == 0
+    files += [tmp_path / "cr/pair_000/pre.dcm"]
+    for f in files:
+        result = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], f"{f}: {errors}"
+
+
+def test_headers_same_patient_pre_before_post(out: Path) -> None:
+    photometric = set()
+    for folder in _pairs(out):
+        pre, post = (pydicom.dcmread(folder / f"{p}.dcm") for p in ("pre", "post"))
+        assert pre.PatientID == post.PatientID and pre.PatientName == post.PatientName
+        assert pre.StudyInstanceUID != post.StudyInstanceUID
+        assert pre.StudyDate + pre.StudyTime < post.StudyDate + post.StudyTime
+        for ds in (pre, post):
+            assert ds.ViewPosition == "AP" and ds.BodyPartExamined == "PELVIS"
+            assert list(ds.PatientOrientation) == ["L", "F"] and ds.ImageLaterality == "B"
+            assert ds.PresentationIntentType == "FOR PRESENTATION"
+            assert 12 <= ds.BitsStored <= 16
+            assert 1000 <= float(ds.DistanceSourceToDetector) <= 1150
+            photometric.add(ds.PhotometricInterpretation)
+            pixels = ds.pixel_array
+            assert pixels.max() < (1 << ds.BitsStored) and pixels.std() > 0
+    assert photometric <= {"MONOCHROME1", "MONOCHROME2"}
+
+
+def _near(mask: np.ndarray, point: list[float] | None, px: float) -> bool:
+    assert point is not None
+    dist = ndimage.distance_transform_edt(~mask)
+    x, y = int(round(point[0])), int(round(point[1]))
+    return bool(dist[y, x] <= px)
+
+
+def test_landmarks_lie_on_their_structures(out: Path) -> None:
+    for folder in _pairs(out):
+        for phase in ("pre", "post"):
+            gt, masks, _ = _load(folder, phase)
+            lm = gt["landmarks"]
+            assert _near(masks["pelvis"], lm["pubic_symphysis"], 2)
+            for side in ("right", "left"):
+                implanted = masks[f"implant_{side}"].any()
+                femur = masks[f"femur_{side}"]
+                assert _near(masks["pelvis"], lm[f"ischial_tuberosity_{side}"], 2)
+                assert _near(masks["pelvis"], lm[f"acetabular_lateral_edge_{side}"], 3)
+                assert _near(femur, lm[f"greater_trochanter_{side}"], 2)
+                assert _near(femur, lm[f"lesser_trochanter_{side}"], 2)
+                assert _near(femur, lm[f"femoral_shaft_proximal_{side}"], 0)
+                if lm[f"femoral_shaft_distal_{side}"] is not None:
+                    assert _near(femur, lm[f"femoral_shaft_distal_{side}"], 0)
+                if implanted:
+                    implant = masks[f"implant_{side}"]
+                    assert _near(implant, lm[f"femoral_head_centre_{side}"], 0)
+                    for name in ("cup_rim_lateral", "cup_rim_medial"):
+                        assert _near(implant, lm[f"{name}_{side}"], 2), name
+                    if lm[f"stem_tip_{side}"] is None:  # out of field: the stem runs off the film
+                        assert implant[-2:].any()
+                    else:
+                        assert _near(implant, lm[f"stem_tip_{side}"], 2)
+                    assert not masks[f"femoral_head_{side}"].any()  # native head resected
+                else:
+                    assert _near(masks[f"femoral_head_{side}"], lm[f"femoral_head_centre_{side}"], 0)
+                    assert all(lm[f"{n}_{side}"] is None for n in ("cup_rim_lateral", "cup_rim_medial", "stem_tip"))
+        # every post-op exam has at least one arthroplasty, no pre-op exam has one
+        pre_masks, post_masks = _load(folder, "pre")[1], _load(folder, "post")[1]
+        assert not (pre_masks["implant_right"].any() or pre_masks["implant_left"].any())
+        assert post_masks["implant_right"].any() or post_masks["implant_left"].any()
+
+
+def test_implant_mask_is_the_metal_and_the_head_mask_a_disc(out: Path) -> None:
+    for folder in _pairs(out):
+        gt, masks, ds = _load(folder, "post")
+        from node.imaging import radiograph_from_dataset
+
+        bright = radiograph_from_dataset(ds).pixels  # bright = dense whatever the photometric
+        implant = masks["implant_right"] | masks["implant_left"]
+        inner = ndimage.binary_erosion(implant, iterations=2)
+        body = ndimage.binary_dilation(masks["pelvis"] | masks["femur_right"] | masks["femur_left"], iterations=3) & ~implant
+        field = np.zeros_like(body)  # inside the widest collimation (6 % a side), away from the L/R marker
+        field[int(0.18 * ds.Rows) : int(0.92 * ds.Rows), int(0.08 * ds.Columns) : int(0.92 * ds.Columns)] = True
+        assert np.median(bright[inner]) > np.percentile(bright[body & field], 97)
+        for side, spec in gt["implants"].items():
+            centre = gt["landmarks"][f"femoral_head_centre_{side}"]
+            head_px = spec["head_diameter_mm"] / 2 / gt["pixel_spacing_mm"][0]
+            yy, xx = np.mgrid[0 : ds.Rows, 0 : ds.Columns]
+            disc = np.hypot(xx - centre[0], yy - centre[1]) <= 0.9 * head_px
+            assert masks[f"implant_{side}"][disc].mean() > 0.99
+        pre_gt, pre_masks, _ = _load(folder, "pre")
+        for side in ("right", "left"):
+            head = pre_masks[f"femoral_head_{side}"]
+            cy, cx = ndimage.center_of_mass(head)
+            centre = pre_gt["landmarks"][f"femoral_head_centre_{side}"]
+            radius = np.sqrt(head.sum() / np.pi)
+            assert np.hypot(cx - centre[0], cy - centre[1]) < 0.15 * radius
+            assert 15.0 < radius * pre_gt["pixel_spacing_mm"][0] < 32.0  # a femoral head, in mm
+
+
+def test_measurements_recompute_from_landmarks_and_masks(out: Path) -> None:
+    for folder in _pairs(out):
+        for phase in ("pre", "post"):
+            gt, masks, _ = _load(folder, phase)
+            again = compute_measurements(gt["landmarks"], gt["pixel_spacing_mm"], masks)
+            for name in MEASUREMENTS:
+                if gt["measurements"][name] is None:
+                    assert again[name] is None, name
+                else:
+                    assert again[name] == pytest.approx(gt["measurements"][name], abs=1e-6), name
+            m = gt["measurements"]
+            for side in ("right", "left"):
+                if gt["implants"] and side in gt["implants"]:
+                    planned = gt["implants"][side]["cup_inclination_deg"]
+                    assert abs(m[f"cup_inclination_{side}"] - planned) < 10.0
+                    assert m[f"min_joint_space_width_{side}"] is None
+                else:  # about 1 mm pixels here: the width is coarse but present
+                    assert m[f"min_joint_space_width_{side}"] is not None
+                    assert 0.0 <= m[f"min_joint_space_width_{side}"] < 6.0
+                assert 20.0 < m[f"hip_centre_height_{side}"] < 130.0
+                assert 50.0 < m[f"hip_centre_lateral_{side}"] < 140.0
+
+
+def test_pair_points_are_the_same_bone_in_both_images(out: Path) -> None:
+    for folder in _pairs(out):
+        pair = json.loads((folder / "pair.json").read_text())
+        pre_masks, post_masks = _load(folder, "pre")[1], _load(folder, "post")[1]
+        a, b = np.array(pair["pelvis_points_pre"]), np.array(pair["pelvis_points_post"])
+        for pts, masks in ((a, pre_masks), (b, post_masks)):
+            on_bone = [_near(masks["pelvis"], p, 2) for p in pts]
+            assert np.mean(on_bone) > 0.9
+        assert np.abs(a - b).max() > 2.0  # the pose really changed
+
+
+def test_dataset_builder_writes_training_format(tmp_path: Path) -> None:
+    def args(folder: str) -> list[str]:
+        return ["synth", "--labels", str(LABELS), "--dataset", str(tmp_path / folder), "--samples", "3", "--size", "192", "--seed", "4"]
+
+    assert main(args("d")) == 0
+    meta = json.loads((tmp_path / "d/dataset.json").read_text())
+    assert meta["format"] == "hipnode-train/1" and meta["samples"] == 3
+    for i in range(3):
+        sample = json.loads((tmp_path / f"d/sample_{i:06d}.json").read_text())
+        assert sample["anatomy"] == "Pelvic-Ref-004" and sample["phase"] in ("pre", "post")
+        assert set(sample["landmarks"]) == set(LANDMARKS)
+        with np.load(tmp_path / f"d/sample_{i:06d}.npz") as z:
+            assert z["image"].dtype == np.float32 and z["image"].shape[1] == 192
+            assert all(z[s].dtype == bool and z[s].shape == z["image"].shape for s in SEGMENTS)
+    assert main(args("e")) == 0
+    assert (tmp_path / "e/sample_000002.npz").read_bytes() == (tmp_path / "d/sample_000002.npz").read_bytes()
+
+
+def test_bad_inputs_give_a_clear_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", "--labels", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "no MetaImage header" in capfd.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "label.mhd").write_text("NDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\nElementDataFile = label.zraw\nCompressedData = True\n")
+    (bad / "label.zraw").write_bytes(b"not zlib")
+    assert main(["synth", "--labels", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "corrupt" in capfd.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "o"), "--size", "10"]) == 2
+
+
+def test_joint_space_is_open_at_fine_resolution() -> None:
+    from models.synth.anatomy import load_anatomy
+    from models.synth.generator import render_exam, sample_patient, sample_pose
+
+    rng = np.random.default_rng(3)
+    anatomy = load_anatomy(str(LABELS))
+    exam = render_exam(sample_patient(anatomy, rng, ()), sample_pose(rng), "pre", 1024, rng)
+    for side in ("right", "left"):
+        width = exam.measurements[f"min_joint_space_width_{side}"]
+        assert width is not None and 0.8 < width < 5.0, (side, width)
+        # the joint space is darker than the roof above it in the image itself
+        joint, roof = exam.masks[f"joint_space_{side}"], exam.masks[f"acetabular_roof_{side}"]
+        assert np.median(exam.presentation[joint]) < np.median(exam.presentation[roof])
