@@ -74,9 +74,9 @@ def mean_radial_error(h: np.ndarray, points_pre: np.ndarray, points_post: np.nda
 
 
 ABLATIONS: dict[str, tuple[str, AlignSettings]] = {
-    "ours_without_ecc": ("ours", AlignSettings(use_ecc=False)),
-    "ours_without_coverage": ("ours", AlignSettings(coverage_radius_fraction=0.0)),
-    "ours_irls_only": ("ours", AlignSettings(use_ecc=False, refine="irls", coverage_radius_fraction=0.0)),
+    "ours_with_ecc": ("ours", AlignSettings(use_ecc=True)),
+    "ours_without_prior": ("ours", AlignSettings(pelvis_prior=False)),
+    "ours_irls_only": ("ours", AlignSettings(pelvis_prior=False, refine="irls", coverage_radius_fraction=0.0)),
 }
 
 

@@ -215,3 +215,43 @@ def weighted_geometric_refine(
     hn = np.append(solution.x, 1.0).reshape(3, 3)
     h = t_dst_inv @ hn @ t_src
     return h / h[2, 2]
+
+
+def _moments_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """Translation + isotropic scale that maps the centroid and area of map ``a`` onto ``b``."""
+    ma, mb = cv2.moments(a), cv2.moments(b)
+    if ma["m00"] <= 1e-6 or mb["m00"] <= 1e-6:
+        return None
+    ca = np.array([ma["m10"] / ma["m00"], ma["m01"] / ma["m00"]])
+    cb = np.array([mb["m10"] / mb["m00"], mb["m01"] / mb["m00"]])
+    s = float(np.sqrt(mb["m00"] / ma["m00"]))
+    return np.array([[s, 0.0, cb[0] - s * ca[0]], [0.0, s, cb[1] - s * ca[1]], [0.0, 0.0, 1.0]])
+
+
+def pelvis_map_alignment(p_pre: np.ndarray, p_post: np.ndarray, max_side: int = 256, sigma_px: float = 2.0) -> np.ndarray | None:
+    """PRE -> POST homography that best overlays the two pelvis probability maps.
+
+    Moments give a similarity start; ECC then fits an affine and a homography
+    to the blurred maps. The maps are smooth and free of image noise, so this
+    converges where feature matching on a noisy, low-contrast film finds few
+    correct matches; it is a prior and a fallback, not the final answer, since
+    a silhouette is not the ring. Returns None when ECC cannot converge.
+    """
+    a, fa = downscale(np.asarray(p_pre, dtype=np.float32), max_side)
+    b, fb = downscale(np.asarray(p_post, dtype=np.float32), max_side)
+    a = cv2.GaussianBlur(a, (0, 0), sigma_px)
+    b = cv2.GaussianBlur(b, (0, 0), sigma_px)
+    start = _moments_similarity(a, b)
+    if start is None:
+        return None
+    warp = np.linalg.inv(start).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-7)
+    try:
+        _, affine = cv2.findTransformECC(b, a, warp[:2].copy(), cv2.MOTION_AFFINE, criteria, None, 1)
+        warp = np.vstack([affine, [0.0, 0.0, 1.0]]).astype(np.float32)
+        _, warp = cv2.findTransformECC(b, a, warp.copy(), cv2.MOTION_HOMOGRAPHY, criteria, None, 1)
+    except cv2.error:
+        return None
+    h_small = np.linalg.inv(warp.astype(np.float64))
+    h = np.linalg.inv(_scaling(fb)) @ h_small @ _scaling(fa)
+    return h / h[2, 2]

@@ -157,3 +157,26 @@ def test_bad_input_raises_clear_error() -> None:
     collinear = np.c_[np.arange(10.0), np.full(10, 5.0)]
     with pytest.raises(HomographyError, match="collinear"):
         normalized_dlt(collinear, collinear)
+
+
+def test_coverage_weights_even_out_clusters() -> None:
+    from models.align.refine import coverage_weights
+
+    cluster = np.full((9, 2), 100.0) + np.arange(9)[:, None] * 0.1
+    lone = np.array([[500.0, 500.0]])
+    w = coverage_weights(np.vstack([cluster, lone]), radius_px=10.0)
+    assert np.allclose(w[:9], 1 / 9) and np.isclose(w[9], 1.0)
+    assert np.isclose(w[:9].sum(), w[9])  # the cluster counts as much as the lone point
+
+
+def test_weighted_geometric_refine_ignores_zero_weight_and_bounds_outliers() -> None:
+    from models.align.refine import weighted_geometric_refine
+
+    rng = np.random.default_rng(5)
+    src = _points(60)
+    dst = apply_homography(H_TRUE, src) + rng.normal(0, 0.5, size=src.shape)
+    dst[:6] += 40.0
+    weights = np.ones(60)
+    weights[:3] = 0.0  # three outliers removed by weight, three left to the robust loss
+    h = weighted_geometric_refine(src, dst, weights, normalized_dlt(src, dst), scale_px=2.0)
+    assert np.abs(apply_homography(h, src[6:]) - apply_homography(H_TRUE, src[6:])).mean() < 0.5
