@@ -31,24 +31,25 @@ def _routed_instance_count(stack: HarnessStack) -> int:
     return sum(int(j["Content"].get("InstancesCount", 0)) for j in _routed_jobs(stack))
 
 
-def _deliver(stack: HarnessStack, pair: SyntheticPair) -> None:
+def _deliver(stack: HarnessStack, pair: SyntheticPair, encoders: str = "harness") -> None:
     """Send the chest image and the pair as a modality would, then let the node's results come back."""
     stack.send_to_orthanc([pair.chest, pair.pre, pair.post], calling_aet="MODALITY")
     if stack.options.receiver == "storescp":
         files = wait_for(lambda: (f := stack.received_files()) and len(f) >= 2 and f,
                          STABLE_AGE_S + 20, "the routed pair at the stand-in receiver")
-        send_stand_in_results(stack, files, NODE_AET)  # type: ignore[arg-type]
+        send_stand_in_results(stack, files, NODE_AET, encoders=encoders)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("mode", ["on-stored", "stable-study"])
-def test_pair_is_routed_and_results_return(mode: str, receiver: str, synthetic_pair: SyntheticPair,
+# Stand-in results: the harness's objects in one mode, the project's encoders (node.results) in the other.
+@pytest.mark.parametrize(("mode", "encoders"), [("on-stored", "harness"), ("stable-study", "node")])
+def test_pair_is_routed_and_results_return(mode: str, encoders: str, receiver: str, synthetic_pair: SyntheticPair,
                                            artifacts_dir: Path) -> None:
     pair = synthetic_pair
     result_timeout_s = 180 if receiver == "node" else 30
     with HarnessStack(StackOptions(routing_mode=mode, receiver=receiver, node_aet=NODE_AET,  # type: ignore[arg-type]
                                    stable_age_s=STABLE_AGE_S, artifacts_dir=artifacts_dir)) as stack:
         sent_at = time.monotonic()
-        _deliver(stack, pair)
+        _deliver(stack, pair, encoders)
 
         if receiver == "storescp":
             got = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in stack.received_files()}
