@@ -196,6 +196,10 @@ def test_catalogue_rows_carry_the_header_facts(node: NodeProcess, tmp_path: Path
         ).one()
         assert study.patient.patient_id == "PX-7"
         assert study.calling_aet == "STORESCU"
+    # One line per instance with its UIDs, never the patient's name.
+    line = next(line for line in node.log().splitlines() if ds.SOPInstanceUID in line and " instance " in line)
+    assert f"study_instance_uid={ds.StudyInstanceUID}" in line and "status=0x0000" in line
+    assert "Test^Patient" not in node.log() and "PX-7" not in node.log()
 
 
 def test_duplicate_keeps_first_copy_and_counts_different_content(
