@@ -71,7 +71,31 @@ def work_loop(ctx: JobContext, handlers: dict[str, JobHandler], stop: Callable[[
         run_one(job, ctx, handlers)
 
 
-def _worker_main(settings_json: str, index: int, stop_event: Any, log_level: str) -> None:
+def _die_with_parent(parent_pid: int) -> Callable[[], bool]:
+    """Tie the worker's life to the node's: a ``kill -9``'d node must not leave a worker behind.
+
+    A multiprocessing daemon child is only stopped by its parent's clean exit; an orphan
+    would keep running its job while the restarted node requeues the same job. On Linux
+    the kernel kills the worker with its parent (PR_SET_PDEATHSIG); elsewhere the loop
+    notices the re-parenting between jobs. Returns "has the parent gone?". (Linux sends the
+    signal when the *thread* that started the worker ends: start the pool from the node's
+    main thread, as :class:`node.app.Node` does.)
+    """
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    return lambda: os.getppid() != parent_pid
+
+
+def _worker_main(settings_json: str, index: int, stop_event: Any, log_level: str, parent_pid: int) -> None:
+    parent_gone = _die_with_parent(parent_pid)
     from node.config import Settings
     from node.logging_setup import configure_logging
     from node.pipeline import job_handlers
@@ -88,7 +112,7 @@ def _worker_main(settings_json: str, index: int, stop_event: Any, log_level: str
     )
     log.info("worker started", extra={"worker": ctx.worker})
     try:
-        work_loop(ctx, job_handlers(), stop_event.is_set)
+        work_loop(ctx, job_handlers(), lambda: stop_event.is_set() or parent_gone())
     finally:
         engine.dispose()
 
@@ -107,7 +131,7 @@ class WorkerPool:
         for index in range(self._settings.workers):
             process = self._context.Process(
                 target=_worker_main,
-                args=(self._settings.model_dump_json(), index, self._stop, level),
+                args=(self._settings.model_dump_json(), index, self._stop, level, os.getpid()),
                 name=f"hipnode-worker-{index}",
                 daemon=True,
             )
