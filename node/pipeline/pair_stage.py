@@ -10,6 +10,7 @@ and overlay (without deltas or map) and the job records the reason.
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import select
 
@@ -20,6 +21,7 @@ from node.jobs.worker import JobContext
 from node.pipeline import compute
 from node.pipeline.artifacts import load_artifacts
 from node.pipeline.result_store import destinations_for, store_results
+from node.pipeline.study_stage import stage_ms
 from storage.filestore import FileStore
 from storage.models import ImageClassification, Instance, Job, Series, Study
 
@@ -42,6 +44,8 @@ def _load(session, filestore: FileStore, instance_pk: int) -> compute.AnalysedIm
 
 
 def run(job: Job, ctx: JobContext) -> str:
+    started = time.perf_counter()
+    marks: dict[str, float] = {}
     payload = job.payload or {}
     filestore = FileStore(ctx.storage_dir)
     with ctx.session_factory() as session:
@@ -49,11 +53,18 @@ def run(job: Job, ctx: JobContext) -> str:
         post = _load(session, filestore, int(payload["post_instance_pk"]))
         post_study = session.get(Study, session.get(Series, session.get(Instance, int(payload["post_instance_pk"])).series_pk).study_pk)
         calling_aet = post_study.calling_aet
+    marks["load"] = time.perf_counter()
     alignment = compute.align(pre, post)
+    marks["align"] = time.perf_counter()
     datasets, deltas = compute.pair_result_datasets(pre, post, alignment, payload.get("sides") or ())
+    marks["encode"] = time.perf_counter()
     with ctx.session_factory() as session:
         store_results(session, filestore, datasets, destinations_for(ctx.settings, calling_aet), job.id)
         session.commit()
+    marks["store"] = time.perf_counter()
+    log.info("pair encoded", extra={
+        "job_id": job.id, "ms": round(1000 * (time.perf_counter() - started)), **stage_ms(started, marks),
+        **{f"t_{k}": round(v, 1) for k, v in alignment.timings_ms.items()}})
     if alignment.failure is not None:
         raise PermanentJobError("align", alignment.failure)
     shown = ", ".join(f"{k}={v:.1f}" for k, v in deltas.items() if v is not None)

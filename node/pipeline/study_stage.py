@@ -54,6 +54,15 @@ def _record(session, instance: Instance, analysis: ImageAnalysis | None, reason:
     return row
 
 
+def stage_ms(started: float, marks: dict[str, float]) -> dict[str, float]:
+    """``{stage}_ms`` durations from consecutive ``perf_counter`` marks (for the log line)."""
+    out, previous = {}, started
+    for name, mark in marks.items():
+        out[f"{name}_ms"] = round(1000 * (mark - previous), 1)
+        previous = mark
+    return out
+
+
 def pair_job_key(pre_sop: str, post_sop: str, analysis_versions: dict[str, str] | None) -> str:
     versions = ",".join(f"{k}={v}" for k, v in sorted((analysis_versions or {}).items()))
     return f"analyze_pair:{pre_sop}:{post_sop}:{versions}"
@@ -80,8 +89,12 @@ def run(job: Job, ctx: JobContext) -> str:
     analysed = 0
     for instance in instances:
         started = time.perf_counter()
+        stages: dict[str, float] = {}
         try:
-            image = compute.analyse(load_radiograph(filestore.absolute(instance.path)))
+            radiograph = load_radiograph(filestore.absolute(instance.path))
+            stages["read"] = time.perf_counter()
+            image = compute.analyse(radiograph)
+            stages["analyse"] = time.perf_counter()
             reason = image.analysis.not_analysable
         except UnreadableImage as exc:
             image, reason = None, str(exc)
@@ -99,15 +112,23 @@ def run(job: Job, ctx: JobContext) -> str:
             relative = artifact_path(instance.sop_instance_uid)
             save_artifacts(filestore.root, relative, image.analysis.masks, image.pelvis_probability)
             _record(session, instance, image.analysis, None, relative)
-            store_results(session, filestore, compute.image_result_datasets(image), destinations, job.id)
+            stages["record"] = time.perf_counter()
+            datasets = compute.image_result_datasets(image)
+            stages["encode"] = time.perf_counter()
+            store_results(session, filestore, datasets, destinations, job.id)
             session.commit()
+            stages["store"] = time.perf_counter()
         analysed += 1
         log.info("image analysed", extra={
             "job_id": job.id, "sop_instance_uid": instance.sop_instance_uid,
-            "ms": round(1000 * (time.perf_counter() - started)), **{f"t_{k}": v for k, v in image.analysis.timings_ms.items()}})
+            "ms": round(1000 * (time.perf_counter() - started)), **stage_ms(started, stages),
+            **{f"t_{k}": v for k, v in image.analysis.timings_ms.items()}})
     if analysed == 0:
         raise PermanentJobError("classify", "no analysable image: " + "; ".join(reasons))
+    pairing_started = time.perf_counter()
     pair_jobs = _queue_pairs(ctx, patient_pk, job)
+    log.info("patient re-paired", extra={"job_id": job.id, "pair_jobs": pair_jobs,
+                                         "ms": round(1000 * (time.perf_counter() - pairing_started), 1)})
     return f"{analysed} image(s) analysed, {len(reasons)} not analysable, {pair_jobs} pair job(s) queued"
 
 
