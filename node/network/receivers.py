@@ -66,9 +66,18 @@ def _receiver_main(
 
     ingestor = Ingestor(filestore, session_factory, on_stored=on_stored)
     _ae, server = start_scp(settings, ingestor)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The handler only flips a flag: touching the multiprocessing Event from a signal
+    # handler while the main thread waits on it deadlocks (its lock is not reentrant).
+    terminated = False
+
+    def _on_sigterm(*_args: object) -> None:
+        nonlocal terminated
+        terminated = True
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     ready.set()
-    stop.wait()
+    while not terminated and not stop.wait(0.5):
+        pass
     server.shutdown()
     engine.dispose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -100,3 +101,21 @@ def _zombie(pid: int) -> bool:
         return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return True
+
+
+def test_sigterm_to_the_process_group_stops_everything(start_node) -> None:  # type: ignore[no-untyped-def]
+    """systemd, ``timeout`` and a terminal signal the whole group: no receiver may hang."""
+    node: NodeProcess = start_node(
+        env=NO_WORKERS, config={"receiver_processes": 2}, preexec_fn=os.setsid
+    )
+    match = re.search(r"receiver processes listening count=1 pids=(\d+)", node.log())
+    assert match is not None and node.proc is not None
+    child = int(match.group(1))
+    os.killpg(node.proc.pid, signal.SIGTERM)
+    assert node.proc.wait(timeout=60) == 0
+    wait_for(
+        lambda: not os.path.exists(f"/proc/{child}") or _zombie(child),
+        timeout=15,
+        msg="the receiver process to exit",
+    )
+    assert "node stopped" in node.log()
