@@ -101,7 +101,7 @@ def _fail(args: argparse.Namespace, reason: str, extra: dict[str, object] | None
 def run(args: argparse.Namespace) -> int:
     from models.align.cdm import colour_difference_map
     from models.align.matching import get_matcher
-    from models.align.pipeline import align_pair
+    from models.align.pipeline import AlignSettings, align_pair
     from node.imaging import UnreadableImage, load_radiograph
 
     for path in (args.pre, args.post):
@@ -122,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     p_pre, source = pelvis_probability(pre.pixels, pre.pixel_spacing_mm, args.weights)
     p_post, _ = pelvis_probability(post.pixels, post.pixel_spacing_mm, args.weights)
     pelvis_ms = 1000 * (time.perf_counter() - start)
-    result = align_pair(pre.pixels, post.pixels, p_pre, p_post, args.method, get_matcher(args.matcher))
+    # The pelvis-outline prior of "ours" needs a real segmentation; the classical
+    # stand-in's maps are mostly a fixed spatial prior and would pull towards identity.
+    settings = AlignSettings(pelvis_prior=source == "segmentation_model")
+    result = align_pair(pre.pixels, post.pixels, p_pre, p_post, args.method, get_matcher(args.matcher), settings)
     result.timings_ms = {"read": read_ms, "pelvis_probability": pelvis_ms, **result.timings_ms}
     payload = result.to_json()
     payload["pelvis_probability_source"] = source

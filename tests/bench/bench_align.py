@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--limit", type=int, default=6)
     parser.add_argument("--threads", type=int, help="onnxruntime/OpenCV threads (default: library default)")
+    parser.add_argument("--prior", choices=("auto", "on", "off"), default="auto",
+                        help="pelvis-outline prior of 'ours': auto = as the command (only with a segmentation "
+                        "model); on = time it even on the stand-in's maps")
     args = parser.parse_args(argv)
 
     import cv2
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         cv2.setNumThreads(args.threads)
     from models.align.cdm import colour_difference_map
     from models.align.matching import get_matcher
-    from models.align.pipeline import align_pair
+    from models.align.pipeline import AlignSettings, align_pair
     from node.commands.align import pelvis_probability
     from node.imaging import load_radiograph
 
@@ -72,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 p_pre, source = pelvis_probability(pre.pixels, pre.pixel_spacing_mm)
                 p_post, _ = pelvis_probability(post.pixels, post.pixel_spacing_mm)
                 t2 = time.perf_counter()
-                result = align_pair(pre.pixels, post.pixels, p_pre, p_post, args.method, matcher)
+                prior = source == "segmentation_model" if args.prior == "auto" else args.prior == "on"
+                result = align_pair(pre.pixels, post.pixels, p_pre, p_post, args.method, matcher,
+                                    AlignSettings(pelvis_prior=prior))
                 t3 = time.perf_counter()
                 if result.homography is not None:
                     colour_difference_map(pre.pixels, post.pixels, result.homography)
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     stages.setdefault(key, []).append(value)
             shapes.append(pre.pixels.shape)
     print(f"bench_align matcher={args.matcher} method={args.method} pairs={len(pairs)} repeat={args.repeat} "
-          f"image sizes={sorted(set(shapes))} pelvis={source}")
+          f"image sizes={sorted(set(shapes))} pelvis={source} prior={args.prior}")
     print(f"providers={providers} session_start_ms={session_ms:.0f} cpu_count={os.cpu_count()} "
           f"loadavg={tuple(round(x, 2) for x in os.getloadavg())}")
     for key, values in stages.items():

@@ -87,3 +87,24 @@ def test_degenerate_homography_is_refused(pair) -> None:
 def test_unknown_method_is_a_clear_error(pair) -> None:
     with pytest.raises(ValueError, match="unknown method"):
         align_pair(pair.pre, pair.post, pair.pre, pair.post, "affine", SiftMatcher())
+
+
+def test_pelvis_map_alignment_recovers_outline_motion(pair) -> None:
+    from models.align.refine import pelvis_map_alignment
+
+    p_pre, p_post = _probabilities(pair)
+    h = pelvis_map_alignment(p_pre, p_post)
+    assert h is not None
+    diagonal = float(np.hypot(*pair.post.shape))
+    assert mean_radial_error(h, pair.points_pre, pair.points_post) / diagonal < 0.01
+
+
+def test_ours_refuses_without_matches_agreeing_with_the_outline(pair) -> None:
+    """The outline prior alone never passes: image evidence must confirm it."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    noise = cv2.GaussianBlur(rng.normal(size=pair.post.shape).astype(np.float32), (0, 0), 2.0)
+    p_pre, p_post = _probabilities(pair)
+    result = align_pair(pair.pre, noise, p_pre, p_post, "ours", SiftMatcher())
+    assert result.homography is None and result.failure is not None
