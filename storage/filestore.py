@@ -281,7 +281,8 @@ class FileStore:
         """
         fd = os.open(temp_path, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            # Data and size (all a reader needs); the name is made durable by the dir fsync.
+            os.fdatasync(fd)
         finally:
             os.close(fd)
         final = self.root / relative
