@@ -214,7 +214,8 @@ class FileStore:
         self.objects_dir = self.root / "dicom"
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._used_bytes = 0
+        self._used_bytes = 0  # catalogued objects
+        self._pending_bytes = 0  # reserved by objects being stored
 
     # -- start-up ----------------------------------------------------------------
     def prepare(self) -> int:
@@ -240,27 +241,36 @@ class FileStore:
 
     # -- capacity ----------------------------------------------------------------
     def set_used_bytes(self, used: int) -> None:
+        """Catalogued bytes (recounted from the catalogue); reservations in flight are kept."""
         with self._lock:
             self._used_bytes = used
 
     @property
     def used_bytes(self) -> int:
-        return self._used_bytes
+        return self._used_bytes + self._pending_bytes
 
     def reserve(self, size: int) -> None:
-        """Account for ``size`` new bytes or raise :class:`OutOfSpace` above the cap."""
+        """Reserve ``size`` bytes for an object in flight, or raise :class:`OutOfSpace` above the cap."""
         with self._lock:
-            if self.max_bytes is not None and self._used_bytes + size > self.max_bytes:
+            used = self._used_bytes + self._pending_bytes
+            if self.max_bytes is not None and used + size > self.max_bytes:
                 raise OutOfSpace(
                     errno.ENOSPC,
                     f"storage cap max_storage_bytes={self.max_bytes} reached "
-                    f"({self._used_bytes} used, {size} more requested)",
+                    f"({used} used, {size} more requested)",
                 )
+            self._pending_bytes += size
+
+    def settle(self, size: int) -> None:
+        """The reserved object is catalogued: its bytes now count as used."""
+        with self._lock:
+            self._pending_bytes = max(0, self._pending_bytes - size)
             self._used_bytes += size
 
     def release(self, size: int) -> None:
+        """The reserved object was not stored."""
         with self._lock:
-            self._used_bytes = max(0, self._used_bytes - size)
+            self._pending_bytes = max(0, self._pending_bytes - size)
 
     # -- writing -----------------------------------------------------------------
     def new_buffer(self) -> ReceiveBuffer:

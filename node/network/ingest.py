@@ -157,6 +157,7 @@ class Ingestor:
                 )
             try:
                 derived = self._catalogue(facts, relative, sha, size, calling_aet)
+                self.filestore.settle(size)
                 lap("catalogue")
             except (IntegrityError, OperationalError, SQLAlchemyError) as exc:
                 # No row means not stored: take the file back so the store and catalogue agree.

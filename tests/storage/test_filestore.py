@@ -65,6 +65,13 @@ def test_cap_refuses_and_release_frees(tmp_path: Path) -> None:
     assert is_full_error(info.value) and "max_storage_bytes=100" in str(info.value)
     store.release(60)
     store.reserve(90)
+    store.settle(90)
+    store.set_used_bytes(90)  # a recount from the catalogue
+    store.reserve(10)
+    store.set_used_bytes(90)  # a recount while 10 bytes are in flight keeps them
+    assert store.used_bytes == 100
+    with pytest.raises(OutOfSpace):
+        store.reserve(1)
 
 
 def test_receive_buffer_keeps_write_errors_and_frees_space(tmp_path: Path) -> None:
