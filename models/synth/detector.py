@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -112,26 +113,37 @@ def expose(
     """
     rows, cols = mu_line.shape
     field = collimation_field(mu_line.shape, proc, pitch_mm)
-    heel = (1.0 + proc.heel * np.linspace(-1, 1, rows, dtype=np.float32))[:, None]
-    primary = np.exp(-mu_line) * heel * (0.01 + 0.99 * field)
-    inside = field > 0.5
-    scatter = proc.scatter_fraction * _blur(primary, proc.scatter_sigma_mm / pitch_mm)
+    heel = torch.from_numpy((1.0 + proc.heel * np.linspace(-1, 1, rows, dtype=np.float32))[:, None])
+    # pointwise work in torch (vectorised, multi-threaded); blurs in OpenCV
+    primary_t = torch.exp(-torch.from_numpy(np.ascontiguousarray(mu_line, np.float32))) * heel * (0.01 + 0.99 * torch.from_numpy(field))
+    primary = primary_t.numpy()
+    scatter = torch.from_numpy(_blur(primary, proc.scatter_sigma_mm / pitch_mm))
     photons = float(proc.photons_per_mm2 * pitch_mm * pitch_mm)
-    counts = photons * (primary + scatter)
-    counts = counts + np.sqrt(np.maximum(counts, 0.0)) * rng.standard_normal(counts.shape, dtype=np.float32)
-    counts = _blur(counts.astype(np.float32), proc.blur_sigma_mm / pitch_mm)
-    log_image = np.log(photons) - np.log(np.maximum(counts, 0.5))
-    log_image = log_image - proc.equalize_amount * _blur(np.minimum(log_image, np.percentile(log_image[::7, ::7], 99)), proc.equalize_sigma_mm / pitch_mm)
-    region = inside if metal is None else inside & ~metal
-    sample = log_image[region][:: max(1, int(region.sum() // 200_000))] if region.any() else log_image.ravel()
+    counts = photons * (primary_t + proc.scatter_fraction * scatter)
+    noise = torch.from_numpy(rng.standard_normal(counts.shape, dtype=np.float32))
+    counts = counts + torch.sqrt(torch.clamp(counts, min=0.0)) * noise
+    counts_np = _blur(counts.numpy(), proc.blur_sigma_mm / pitch_mm)
+    log_t = float(np.log(photons)) - torch.log(torch.clamp(torch.from_numpy(np.ascontiguousarray(counts_np)), min=0.5))
+    log_image = log_t.numpy()
+    ceiling = float(np.percentile(log_image[::7, ::7], 99))
+    log_t = log_t - proc.equalize_amount * torch.from_numpy(_blur(np.minimum(log_image, ceiling), proc.equalize_sigma_mm / pitch_mm))
+    log_image = log_t.numpy()
+    step = 3
+    region = field[::step, ::step] > 0.5
+    if metal is not None:
+        region &= ~metal[::step, ::step]
+    sample = log_image[::step, ::step][region] if region.any() else log_image.ravel()
     lo, hi = np.percentile(sample, [0.5, 99.5])
-    x = np.maximum((log_image - lo) / max(hi - lo, 1e-6), 0.0)
-    x = np.maximum(x + proc.unsharp_amount * (x - _blur(x, proc.unsharp_sigma_mm / pitch_mm)), 0.0) ** proc.gamma
+    x_t = torch.clamp((log_t - float(lo)) / max(float(hi - lo), 1e-6), min=0.0)
+    sharp = torch.from_numpy(_blur(x_t.numpy(), proc.unsharp_sigma_mm / pitch_mm))
+    x_t = torch.clamp(x_t + proc.unsharp_amount * (x_t - sharp), min=0.0) ** proc.gamma
     knee = 0.8
-    x = np.where(x < knee, x, knee + (1.0 - knee) * np.tanh((x - knee) / (1.0 - knee)))
-    x = np.clip(x, 0.0, 1.0).astype(np.float32)
+    x_t = torch.where(x_t < knee, x_t, knee + (1.0 - knee) * torch.tanh((x_t - knee) / (1.0 - knee)))
+    x_t = torch.clamp(x_t, 0.0, 1.0)
     top = (1 << proc.bits_stored) - 1
-    values = np.rint(x * top).astype(np.uint16)
+    values_t = torch.round(x_t * top)
     if proc.photometric == "MONOCHROME1":
-        values = (top - values).astype(np.uint16)
+        values_t = top - values_t
+    values = values_t.to(torch.int32).numpy().astype(np.uint16)
+    x = x_t.numpy().astype(np.float32, copy=False)
     return values, x

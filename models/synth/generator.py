@@ -19,6 +19,7 @@ from models.algorithms.geometry import pelvic_frame, sector_mask
 from models.algorithms.measurements import compute_measurements
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS, SIDES
 from models.synth.anatomy import MU_FAT, MU_MUSCLE, Anatomy
+from models.synth.deform import Deformation, identity, sample_deformation
 from models.synth.detector import Processing, expose, lead_marker, sample_processing
 from models.synth.implant import Hip, cup_axis_world, render_hip
 from models.synth.projection import (
@@ -57,6 +58,7 @@ class Patient:
     scale: np.ndarray  # (3,) anisotropic anatomy scale
     fat_scale: float
     plans: dict[str, HipPlan]  # side -> plan (post-op only)
+    deform: Deformation = field(default_factory=identity)  # smooth shape change of the bones
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ def sample_patient(anatomy: Anatomy, rng: np.random.Generator, implant_sides: tu
             head_on_femur_mm=np.array([lateral * rng.uniform(-5, 5), rng.uniform(-2, 2), rng.uniform(-6, 6)]),
             stem_length_mm=float(rng.uniform(105, 145)),
         )
-    return Patient(anatomy, scale, float(rng.uniform(0.7, 1.4)), plans)
+    fixed = np.array([anatomy.femur_geometry[s].head_centre for s in SIDES])
+    return Patient(anatomy, scale, float(rng.uniform(0.7, 1.4)), plans, sample_deformation(rng, fixed))
 
 
 def sample_pose(rng: np.random.Generator) -> ExamPose:
@@ -192,7 +195,7 @@ def _build_hip(patient: Patient, side: str, world_from_anat: np.ndarray, world_f
     shoulder = geo.canal_top
     tip = shoulder + plan.stem_length_mm * geo.shaft_axis
     mid = shoulder + 0.35 * plan.stem_length_mm * geo.shaft_axis
-    pts = apply(world_from_femur, np.array([head_f, shoulder, mid, tip]))
+    pts = apply(world_from_femur, patient.deform(np.array([head_f, shoulder, mid, tip])))
     stem = ((pts[0], pts[1], 6.5, 7.5), (pts[1], pts[2], 10.0, 7.0), (pts[2], pts[3], 7.0, 4.5))
     ap = world_from_femur[:3, :3] @ np.array([0.0, 1.0, 0.0])
     return Hip(side, centre, axis, plan.cup_outer_mm, 3.0, plan.head_radius_mm, stem, ap / np.linalg.norm(ap), 1.7)
@@ -201,6 +204,11 @@ def _build_hip(patient: Patient, side: str, world_from_anat: np.ndarray, world_f
 def _upsample(coarse: np.ndarray, grid: CoarseGrid, geom: Geometry) -> np.ndarray:
     big = cv2.resize(coarse, (grid.cols * grid.factor, grid.rows * grid.factor), interpolation=cv2.INTER_LINEAR)
     return big[: geom.rows, : geom.cols]
+
+
+def _splat(patient: Patient, cloud, world_from_body: np.ndarray, geom: Geometry, grid: CoarseGrid) -> np.ndarray:
+    """Splat a bone point cloud after the patient's smooth deformation (cached per patient)."""
+    return splat(cloud, world_from_body, geom, grid, displace=lambda pts: patient.deform.cached(id(cloud), pts))
 
 
 def _mask(path_mm: np.ndarray, grid: CoarseGrid, geom: Geometry) -> np.ndarray:
@@ -257,25 +265,25 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     implanted = set(cups)
 
     pelvis = np.concatenate([
-        splat(body_points(anatomy.pelvis, ("mu", "pelvis")), world_from_anat, geom, grid),
-        splat(body_points(anatomy.pelvis, ("roof",)), world_from_anat, geom, grid),
+        _splat(patient, body_points(anatomy.pelvis, ("mu", "pelvis")), world_from_anat, geom, grid),
+        _splat(patient, body_points(anatomy.pelvis, ("roof",)), world_from_anat, geom, grid),
     ])
     soft_grid = CoarseGrid(grid.factor * 2, -(-grid.rows // 2), -(-grid.cols // 2))
     soft_cloud = body_points(anatomy.soft, ("muscle", "fat"))
     soft_mu = soft_cloud.values @ np.array([[MU_MUSCLE], [MU_FAT * patient.fat_scale]], np.float32)
-    soft_line = cv2.GaussianBlur(splat(soft_cloud, world_from_anat, geom, soft_grid, weights=soft_mu)[0], (0, 0), 0.8)
+    soft_line = cv2.GaussianBlur(splat(soft_cloud, world_from_anat, geom, soft_grid, weights=soft_mu)[0], (0, 0), 1.2)
     soft_line = cv2.resize(soft_line, (soft_grid.cols * 2, soft_grid.rows * 2), interpolation=cv2.INTER_LINEAR)[: grid.rows, : grid.cols]
     bone_line = pelvis[0].copy()
     occupancy: dict[str, np.ndarray] = {"pelvis": pelvis[1], "roof": pelvis[2]}
     for side in SIDES:
         channels = ("mu_post", "femur_post") if side in implanted else ("mu", "femur")
-        f = splat(body_points(anatomy.femurs[side], channels), world_from_femur[side], geom, grid)
+        f = _splat(patient, body_points(anatomy.femurs[side], channels), world_from_femur[side], geom, grid)
         bone_line += f[0]
         occupancy[f"femur_{side}"] = f[1]
         if side in implanted:
             occupancy[f"head_{side}"] = np.zeros_like(f[1])
         else:
-            occupancy[f"head_{side}"] = splat(body_points(anatomy.femurs[side], ("head",)), world_from_femur[side], geom, grid)[0]
+            occupancy[f"head_{side}"] = _splat(patient, body_points(anatomy.femurs[side], ("head",)), world_from_femur[side], geom, grid)[0]
 
     bone_fine = _upsample(bone_line, grid, geom)
     texture = _texture((geom.rows, geom.cols), 0.35 * geom.magnification / geom.pitch_mm, rng)
@@ -344,7 +352,7 @@ def _landmarks(
     out: dict[str, tuple[float, float] | None] = {name: None for name in LANDMARKS}
 
     def proj(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
-        return geom.project(apply(matrix, pts))
+        return geom.project(apply(matrix, patient.deform(pts)))
 
     anchor_px = proj(world_from_anat, anatomy.anchor_mm[None])[0]
     caudal = proj(world_from_anat, (anatomy.anchor_mm - [0, 0, 50.0])[None])[0] - anchor_px
@@ -468,10 +476,11 @@ class Pair:
     points_post: np.ndarray
 
 
-def ring_correspondences(anatomy: Anatomy, pre: Exam, post: Exam, minimum: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def ring_correspondences(patient: Patient, pre: Exam, post: Exam, minimum: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """The same 3D pelvic-ring points projected into both exams (kept where inside both)."""
-    a = pre.geometry.project(apply(pre.world_from_anatomy, anatomy.ring_points))
-    b = post.geometry.project(apply(post.world_from_anatomy, anatomy.ring_points))
+    ring = patient.deform(patient.anatomy.ring_points)
+    a = pre.geometry.project(apply(pre.world_from_anatomy, ring))
+    b = post.geometry.project(apply(post.world_from_anatomy, ring))
     keep = np.array([_inside(p, pre.geometry) and _inside(q, post.geometry) for p, q in zip(a, b)])
     if keep.sum() < minimum:
         raise RuntimeError(f"only {int(keep.sum())} pelvic-ring points visible in both exams")
@@ -485,5 +494,5 @@ def render_pair(anatomy: Anatomy, rng: np.random.Generator, size_px: int | None 
     patient = sample_patient(anatomy, rng, sides)
     pre = render_exam(patient, sample_pose(rng), "pre", size_px, rng)
     post = render_exam(patient, sample_pose(rng), "post", size_px, rng)
-    pts_pre, pts_post = ring_correspondences(anatomy, pre, post)
+    pts_pre, pts_post = ring_correspondences(patient, pre, post)
     return Pair(pre, post, pts_pre, pts_post)
