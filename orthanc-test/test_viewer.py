@@ -153,9 +153,5 @@ def test_ohif_shows_the_node_encoders_radiograph_sr_and_colour_map(node_encoders
     _assert_renders(node_encoders_report, seg=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "node/results/seg.py writes no SharedFunctionalGroupsSequence Pixel Measures / Plane Orientation: "
-    "OHIF 3.13 then fails (TypeError in OHIFCornerstoneSEGViewport / checkOrientation). "
-    "harness/dicom_factory.add_viewer_functional_groups shows the fix (dciodvfy stays clean)."))
 def test_ohif_shows_the_node_encoders_seg_overlay(node_encoders_report: dict[str, Any]) -> None:
     _assert_renders(node_encoders_report, seg=True)

@@ -27,6 +27,7 @@ import uuid
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.valuerep import format_number_as_ds
 from pydicom.sequence import Sequence as DicomSequence
 
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
@@ -125,5 +126,32 @@ def encode_seg(
     )
     if "PatientOrientation" in source:
         seg.PatientOrientation = source.PatientOrientation
+    _add_viewer_functional_groups(seg, analysis.pixel_spacing_mm or _detector_spacing(source))
     common.carry_patient_study(seg, source)
     return seg
+
+
+def _detector_spacing(source: Dataset) -> tuple[float, float]:
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or (1.0, 1.0)
+    return float(spacing[0]), float(spacing[1])
+
+
+def _add_viewer_functional_groups(seg: Dataset, spacing_mm: tuple[float, float]) -> None:
+    """Shared Pixel Measures (with SliceThickness) and Plane Orientation.
+
+    highdicom writes neither for a projection source without a frame of
+    reference, and OHIF 3.13's SEG viewport then fails (it destructures
+    ``SharedFunctionalGroupsSequence[0].PixelMeasuresSequence`` and checks the
+    plane orientation). With both, the overlay renders and dciodvfy stays
+    clean; SliceThickness keeps highdicom's own reader working.
+    """
+    measures = Dataset()
+    measures.PixelSpacing = [format_number_as_ds(float(v)) for v in spacing_mm[:2]]
+    measures.SliceThickness = 1
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    if "SharedFunctionalGroupsSequence" not in seg or len(seg.SharedFunctionalGroupsSequence) == 0:
+        seg.SharedFunctionalGroupsSequence = [Dataset()]
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [orientation]

@@ -144,7 +144,7 @@ try {
       const segWait = args.segTimeoutMs ?? timeout;  // a SEG the viewer cannot read fails sooner
       await waitViewport(page, 'seg-overlay', ok, segWait);
       await page.waitForTimeout(500);
-      const stats = await waitViewport(page, 'seg-overlay', ok, 2000);
+      const stats = await waitViewport(page, 'seg-overlay', ok, segWait);  // re-read: the overlay stays
       await pageShot(page, 'viewer-seg');
       return stats;
     });

@@ -97,10 +97,15 @@ def test_dciodvfy_and_dcentvfy_clean(written) -> None:
 
 
 def test_dciodvfy_catches_the_patient_orientation_pitfall(written, tmp_path: Path) -> None:
-    """Control: without the PatientOrientation fix dciodvfy reports an error we would see."""
+    """Control: without the PatientOrientation fix dciodvfy reports an error we would see.
+
+    PatientOrientation is Type 2C: required when there is no Plane Orientation,
+    so the control removes both (the encoder writes both).
+    """
     require_tools()
     ds = pydicom.dcmread(written[2])
     del ds.PatientOrientation
+    del ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence
     path = tmp_path / "no-orientation.dcm"
     ds.save_as(path)
     assert any("PatientOrientation" in e for e in dciodvfy(path).errors)
