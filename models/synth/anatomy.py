@@ -433,7 +433,7 @@ def _cache_file(label_path: Path) -> Path | None:
         return None
     header = label_path / "label.mhd" if label_path.is_dir() else label_path
     try:
-        stamp = "".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns};" for f in sorted(header.parent.glob("*")) if f.is_file())
+        stamp = "".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns};" for f in sorted(header.parent.glob("*")) if f.is_file())
     except OSError:
         return None
     key = hashlib.sha256(f"{CACHE_VERSION}|{header.resolve()}|{stamp}".encode()).hexdigest()[:24]

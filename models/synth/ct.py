@@ -76,7 +76,7 @@ def _exam(ct: CtBody, rng: np.random.Generator, phase: str, size_px: int | None,
     rot = rotation_xyz(*angles)
     shift = np.array([rng.uniform(-15, 15), 0.0, rng.uniform(-15, 15)])
     world = affine(rot, shift - rot @ ct.anchor_mm)
-    lines = splat(body_points(ct.body, ("mu", "bone")), world, geom, grid)
+    lines = splat(body_points(ct.body, ("mu", "bone"), 2), world, geom, grid)
     mu_line = cv2.resize(lines[0], (grid.cols * grid.factor, grid.rows * grid.factor), interpolation=cv2.INTER_LINEAR)[: geom.rows, : geom.cols]
     bone = cv2.resize(lines[1], (grid.cols * grid.factor, grid.rows * grid.factor), interpolation=cv2.INTER_LINEAR)[: geom.rows, : geom.cols]
     masks = {name: np.zeros((geom.rows, geom.cols), bool) for name in SEGMENTS}

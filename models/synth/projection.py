@@ -193,18 +193,33 @@ class PointCloud:
     voxel_mm: float
 
 
-def body_points(body: Body, channels: tuple[str, ...]) -> PointCloud:
-    """The non-empty voxels of ``body`` as a :class:`PointCloud` (cached on the body)."""
+def body_points(body: Body, channels: tuple[str, ...], depth_merge: int = 1) -> PointCloud:
+    """The non-empty voxels of ``body`` as a :class:`PointCloud` (cached on the body).
+
+    ``depth_merge`` > 1 sums runs of that many voxels along y (the beam
+    direction) into one point at their centre: the in-plane lattice, and so
+    the image, is unchanged (a 10 degree pose moves a merged 2.5 mm run's
+    projection by 0.2 mm at most), and the splat has fewer points.
+    """
     cache = body.__dict__.setdefault("_clouds", {})
-    if channels not in cache:
+    key = (channels, depth_merge)
+    if key not in cache:
         idx = [body.channel(c) for c in channels]
-        data = body.data[idx]
-        nz = np.nonzero(np.abs(data).max(0) > 1e-4)
-        values = np.ascontiguousarray(data[(slice(None), *nz)].T.astype(np.float32))
-        zyx = np.stack(nz, 1).astype(np.float32)
+        data = body.data[idx].astype(np.float32)
+        m = max(1, int(depth_merge))
+        if m > 1:
+            pad = (-data.shape[2]) % m
+            if pad:
+                data = np.pad(data, ((0, 0), (0, 0), (0, pad), (0, 0)))
+            c, nz, ny, nx = data.shape
+            data = data.reshape(c, nz, ny // m, m, nx).sum(3)
+        nz_idx = np.nonzero(np.abs(data).max(0) > 1e-4)
+        values = np.ascontiguousarray(data[(slice(None), *nz_idx)].T.astype(np.float32))
+        zyx = np.stack(nz_idx, 1).astype(np.float32)
+        zyx[:, 1] = zyx[:, 1] * m + (m - 1) / 2.0
         pts = zyx[:, ::-1] * np.float32(body.voxel_mm) + body.origin_mm.astype(np.float32)
-        cache[channels] = PointCloud(np.ascontiguousarray(pts), values, channels, body.voxel_mm)
-    return cache[channels]
+        cache[key] = PointCloud(np.ascontiguousarray(pts), values, channels, body.voxel_mm)
+    return cache[key]
 
 
 def splat(
