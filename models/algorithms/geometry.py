@@ -79,7 +79,7 @@ def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
 
     >>> t = np.linspace(0, 6.0, 40)
     >>> c, r = fit_sphere(np.c_[3 + 2 * np.cos(t), -1 + 2 * np.sin(t)])
-    >>> [round(v, 6) for v in (*c, r)]
+    >>> [round(float(v), 6) for v in (*c, r)]
     [3.0, -1.0, 2.0]
     """
     p = np.asarray(points, float)

@@ -265,25 +265,26 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     implanted = set(cups)
 
     pelvis = np.concatenate([
-        _splat(patient, body_points(anatomy.pelvis, ("mu", "pelvis"), 2), world_from_anat, geom, grid),
-        _splat(patient, body_points(anatomy.pelvis, ("roof",), 2), world_from_anat, geom, grid),
+        _splat(patient, body_points(anatomy.pelvis, ("mu", "pelvis"), 3), world_from_anat, geom, grid),
+        _splat(patient, body_points(anatomy.pelvis, ("roof",), 3), world_from_anat, geom, grid),
     ])
     soft_grid = CoarseGrid(grid.factor * 2, -(-grid.rows // 2), -(-grid.cols // 2))
     soft_cloud = body_points(anatomy.soft, ("muscle", "fat"), 4)
-    soft_mu = soft_cloud.values @ np.array([[MU_MUSCLE], [MU_FAT * patient.fat_scale]], np.float32)
+    fat = patient.fat_scale * float(rng.uniform(0.9, 1.1))  # weight changes between exams
+    soft_mu = soft_cloud.values @ np.array([[MU_MUSCLE], [MU_FAT * fat]], np.float32)
     soft_line = cv2.GaussianBlur(splat(soft_cloud, world_from_anat, geom, soft_grid, weights=soft_mu)[0], (0, 0), 1.2)
     soft_line = cv2.resize(soft_line, (soft_grid.cols * 2, soft_grid.rows * 2), interpolation=cv2.INTER_LINEAR)[: grid.rows, : grid.cols]
     bone_line = pelvis[0].copy()
     occupancy: dict[str, np.ndarray] = {"pelvis": pelvis[1], "roof": pelvis[2]}
     for side in SIDES:
         channels = ("mu_post", "femur_post") if side in implanted else ("mu", "femur")
-        f = _splat(patient, body_points(anatomy.femurs[side], channels, 2), world_from_femur[side], geom, grid)
+        f = _splat(patient, body_points(anatomy.femurs[side], channels, 3), world_from_femur[side], geom, grid)
         bone_line += f[0]
         occupancy[f"femur_{side}"] = f[1]
         if side in implanted:
             occupancy[f"head_{side}"] = np.zeros_like(f[1])
         else:
-            occupancy[f"head_{side}"] = _splat(patient, body_points(anatomy.femurs[side], ("head",), 2), world_from_femur[side], geom, grid)[0]
+            occupancy[f"head_{side}"] = _splat(patient, body_points(anatomy.femurs[side], ("head",), 3), world_from_femur[side], geom, grid)[0]
 
     bone_fine = _upsample(bone_line, grid, geom)
     texture = _texture((geom.rows, geom.cols), 0.35 * geom.magnification / geom.pitch_mm, rng)

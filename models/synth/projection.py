@@ -247,8 +247,8 @@ def splat(
     u = w[:, 0] * scale / pitch + np.float32((geom.cols - 1) / 2.0 / grid.factor - (grid.factor - 1) / 2.0 / grid.factor)
     v = -w[:, 2] * scale / pitch + np.float32((geom.rows - 1) / 2.0 / grid.factor - (grid.factor - 1) / 2.0 / grid.factor)
     amount = np.float32(cloud.voxel_mm**3) * scale * scale / (pitch * pitch)
-    i0 = np.floor(u).astype(np.int32)
-    j0 = np.floor(v).astype(np.int32)
+    i0 = np.floor(u).astype(np.intp)
+    j0 = np.floor(v).astype(np.intp)
     fu = u - i0
     fv = v - j0
     ok = (i0 >= 0) & (i0 < grid.cols - 1) & (j0 >= 0) & (j0 < grid.rows - 1)
