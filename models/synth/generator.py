@@ -161,6 +161,29 @@ def _axis_rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
     return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
 
 
+def _neck_in_profile(anatomy: Anatomy, side: str) -> np.ndarray:
+    """Rotation about the (extended) shaft that turns the femoral neck into the coronal plane.
+
+    CT legs lie externally rotated; an AP pelvis is taken with the feet turned
+    in so the neck is seen in profile. Found by scanning, cached per anatomy.
+    """
+    key = f"neck_profile_{side}"
+    if key not in anatomy.extra:
+        geo = anatomy.femur_geometry[side]
+        shaft = geo.neutral_rotation @ geo.shaft_axis
+        neck = geo.neutral_rotation @ geo.neck_cut_normal  # neck base -> head, points medially
+        medial = 1.0 if side == "right" else -1.0
+        best, best_score = np.eye(3), np.inf
+        for angle in np.arange(-90.0, 90.5, 0.5):
+            rot = _axis_rotation(shaft, angle)
+            n = rot @ neck
+            score = abs(n[1]) + (0.0 if n[0] * medial > 0 else 10.0)
+            if score < best_score:
+                best, best_score = rot, score
+        anatomy.extra[key] = best
+    return anatomy.extra[key]  # type: ignore[return-value]
+
+
 def _transforms(patient: Patient, pose: ExamPose, phase: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """world_from_anatomy (pelvis), world_from_femur per side, and cup centres in anatomy space."""
     anatomy = patient.anatomy
@@ -174,7 +197,8 @@ def _transforms(patient: Patient, pose: ExamPose, phase: str) -> tuple[np.ndarra
         flexion, abduction, axial = pose.femur_deg[side]
         lateral = -1.0 if side == "right" else 1.0
         shaft = geo.neutral_rotation @ geo.shaft_axis
-        r = rotation_xyz(flexion, -lateral * abduction, 0.0) @ _axis_rotation(shaft, lateral * axial) @ geo.neutral_rotation
+        base = _neck_in_profile(anatomy, side) @ geo.neutral_rotation
+        r = rotation_xyz(flexion, -lateral * abduction, 0.0) @ _axis_rotation(shaft, lateral * axial) @ base
         plan = patient.plans.get(side) if phase == "post" else None
         if plan is None:
             femurs[side] = world_from_anat @ about_point(r, geo.head_centre)
