@@ -37,7 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_out", type=Path, required=True, help="result JSON path")
     parser.add_argument("--cdm", type=Path, help="write the colour difference map here (PNG, post-op grid)")
     parser.add_argument("--method", choices=ALIGN_METHODS, default="ours",
-                        help="homography method (LinAlign: plain, filtered, weighted; ours adds IRLS + masked ECC)")
+                        help="homography method (LinAlign: plain, filtered, weighted; ours: pelvis-outline prior, "
+                        "coverage-balanced robust weighted fit; see docs/align.md)")
     parser.add_argument("--matcher", choices=MATCHERS, default="disk_lightglue", help="feature matcher")
     parser.add_argument("--weights", type=Path, help="weights root holding segment/ (default: committed weights)")
 
