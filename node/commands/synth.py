@@ -69,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     if not labels and args.ct is None:
         log.error("no label maps: pass --labels PATH (default folder ../shared/data/pelvic-ref not found)")
         return 2
+    try:
+        import torch  # noqa: F401  (the generator's projector and detector use it)
+    except ImportError:
+        log.error("hipnode synth needs torch: install the training extra (pip install -e '.[train]')")
+        return 2
     from models.synth.volume_io import VolumeFormatError
 
     try:

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 from scipy import ndimage
 
 from models.synth.volume_io import read_nifti, write_nifti
