@@ -16,6 +16,23 @@ import numpy as np
 from storage.filestore import clean_uid
 
 
+def probability_to_u8(probability: np.ndarray) -> np.ndarray:
+    """The stored form of a probability map: 8-bit levels."""
+    return np.round(np.clip(probability, 0, 1) * 255).astype(np.uint8)
+
+
+def quantise_probability(probability: np.ndarray | None) -> np.ndarray | None:
+    """A probability map as it reads back from the cache (float32 multiples of 1/255).
+
+    The pair stage aligns with the cached map; ``hipnode process`` and the study
+    stage use this same quantised map, so both align identically and write
+    byte-identical objects under the same deterministic UIDs.
+    """
+    if probability is None:
+        return None
+    return probability_to_u8(probability).astype(np.float32) / 255.0
+
+
 def artifact_path(sop_instance_uid: str) -> str:
     """Path relative to the storage directory."""
     return f"analysis/{clean_uid(sop_instance_uid)}.npz"
@@ -28,7 +45,7 @@ def save_artifacts(root: Path, relative: str, masks: dict[str, np.ndarray], pelv
     temp = final.parent / f".{uuid.uuid4().hex}.tmp.npz"
     arrays = {f"mask_{k}": np.asarray(v, bool) for k, v in masks.items()}
     if pelvis is not None:
-        arrays["pelvis_probability_u8"] = np.round(np.clip(pelvis, 0, 1) * 255).astype(np.uint8)
+        arrays["pelvis_probability_u8"] = probability_to_u8(pelvis)
     np.savez_compressed(temp, **arrays)
     os.replace(temp, final)
 

@@ -42,8 +42,10 @@ def analyse(radiograph: Radiograph) -> AnalysedImage:
     """Run the committed segmentation + landmark models on one radiograph."""
     from models.inference.analyzer import analyze_radiograph
 
+    from node.pipeline.artifacts import quantise_probability
+
     analysis = analyze_radiograph(radiograph)
-    return AnalysedImage(radiograph, analysis, analysis.probabilities.get("pelvis"))
+    return AnalysedImage(radiograph, analysis, quantise_probability(analysis.probabilities.get("pelvis")))
 
 
 def side_states(analysis: ImageAnalysis) -> dict[str, str | None]:
