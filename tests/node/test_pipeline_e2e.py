@@ -134,15 +134,17 @@ def test_resent_study_creates_no_new_results(run: ps.PairRun) -> None:
     node = run.node
     before_results = [(r.sop_instance_uid, r.sha256) for r in ps.results(node)]
     before_files = len(run.dest.files())
-    before_jobs = len(ps.jobs(node))
-    ps.send(node, run.pair / "post.dcm")
-    # The duplicate re-opens the study: a new completion and a new analyze_study job run.
-    wait_for(lambda: len(ps.jobs(node)) > before_jobs, timeout=60, msg="the re-sent study's completion job")
-    ps.wait_settled(node, before_jobs + 1)
-    time.sleep(1.0)  # a (wrong) new delivery would be picked up within the outbox poll interval
-    ps.wait_settled(node, before_jobs + 1)
-    assert ps.failed_jobs(node) == [], ps.describe_jobs(node)
+    before_jobs = [(j.id, j.state) for j in ps.jobs(node)]
+    before_deliveries = len(ps.deliveries(node))
+    log_offset = len(node.log())
+    ps.send(node, run.pair / "pre.dcm", run.pair / "post.dcm")
+    wait_for(lambda: node.log().count("duplicate=True", log_offset) >= 2, timeout=30, msg="both duplicates logged")
+    # Past the completion timer and a few outbox polls: whatever a re-send would start, has.
+    time.sleep(ps.pipeline_config(run.dest)["completion"]["quiet_seconds"] + 3.0)
+    ps.wait_settled(node, len(before_jobs))
+    assert [(j.id, j.state) for j in ps.jobs(node)] == before_jobs
     assert [(r.sop_instance_uid, r.sha256) for r in ps.results(node)] == before_results
+    assert len(ps.deliveries(node)) == before_deliveries
     assert len(run.dest.files()) == before_files
     assert all(len(paths) == 1 for paths in run.dest.received().values())
 
