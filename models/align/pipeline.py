@@ -11,7 +11,7 @@ Method ``ours`` adds a pelvis-aware RANSAC, IRLS and metal-masked ECC.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class AlignSettings:
     pelvis_prior: bool = True  # ours: overlay of the pelvis maps as prior, gate and fallback for the matches
     prior_gate_fraction: float = 0.03  # matches farther than this (of the diagonal) from the prior are ignored
     prior_strength: float = 30.0  # the prior weighs as much as this many feature inliers
+    min_trusted_inliers: int = 40  # ours: a feature fit with this many inliers needs no prior
     refine: str = "geometric"  # "irls" (iteratively reweighted DLT) or "geometric" (robust weighted LM)
     coverage_radius_fraction: float = 0.06  # > 0: balance match density within this radius (of the diagonal)
 
@@ -108,6 +109,17 @@ def estimate_homography(
     p_dst = sample_bilinear(p_post, dst)
     weights = p_src * p_dst
     if method == "ours" and settings.pelvis_prior:
+        # Image evidence first: a well-supported, sane feature fit is kept as it is
+        # (the outline prior from a coarse segmentation can be wrong by more than
+        # the features are); the prior rescues pairs where the features are weak.
+        try:
+            h, inliers = estimate_homography(matches, p_pre, p_post, method, threshold_px,
+                                             replace(settings, pelvis_prior=False))
+            if int(inliers.sum()) >= settings.min_trusted_inliers and degeneracy_reason(
+                    h, np.shape(p_pre), np.shape(p_post)) is None:
+                return h, inliers
+        except HomographyError:
+            pass
         h_prior = pelvis_map_alignment(p_pre, p_post)
         if h_prior is not None and degeneracy_reason(h_prior, np.shape(p_pre), np.shape(p_post)) is None:
             return _prior_fit(matches, p_pre, p_post, h_prior, threshold_px, settings)
