@@ -44,7 +44,7 @@ BONE_VOXEL_MM = 1.25
 SOFT_VOXEL_MM = 3.0
 
 LABEL_PELVIS, LABEL_FEMUR, LABEL_SACRUM, LABEL_SPINE = 1, 2, 3, 4
-JOINT_SPACE_MM = 3.5  # cartilage gap carved between head sphere and acetabulum
+JOINT_SPACE_MM = 5.0  # gap carved between head sphere and acetabulum (cartilage + mask tolerance)
 
 
 @dataclass
@@ -424,7 +424,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     return Anatomy(volume.name, pelvis_body, femur_bodies, soft, femur_geo, candidates, ring_points, midline_x, anchor)
 
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 
 
 def _cache_file(label_path: Path) -> Path | None:

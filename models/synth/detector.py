@@ -42,7 +42,7 @@ def sample_processing(rng: np.random.Generator) -> Processing:
     return Processing(
         photons_per_mm2=float(rng.uniform(2.0e4, 8.0e4)),
         heel=float(rng.uniform(-0.15, 0.15)),
-        scatter_fraction=float(rng.uniform(0.1, 0.4)),
+        scatter_fraction=float(rng.uniform(0.05, 0.2)),  # after an anti-scatter grid
         scatter_sigma_mm=float(rng.uniform(25, 60)),
         blur_sigma_mm=float(rng.uniform(0.06, 0.12)),
         unsharp_sigma_mm=float(rng.uniform(1.5, 6.0)),
@@ -126,7 +126,10 @@ def expose(
     log_t = float(np.log(photons)) - torch.log(torch.clamp(torch.from_numpy(np.ascontiguousarray(counts_np)), min=0.5))
     log_image = log_t.numpy()
     ceiling = float(np.percentile(log_image[::7, ::7], 99))
-    log_t = log_t - proc.equalize_amount * torch.from_numpy(_blur(np.minimum(log_image, ceiling), proc.equalize_sigma_mm / pitch_mm))
+    background = np.minimum(log_image, ceiling)
+    if metal is not None and metal.any():  # metal does not pull its surroundings down
+        background[metal] = float(np.median(log_image[::7, ::7]))
+    log_t = log_t - proc.equalize_amount * torch.from_numpy(_blur(background, proc.equalize_sigma_mm / pitch_mm))
     log_image = log_t.numpy()
     step = 3
     region = field[::step, ::step] > 0.5

@@ -59,6 +59,7 @@ class Patient:
     fat_scale: float
     plans: dict[str, HipPlan]  # side -> plan (post-op only)
     deform: Deformation = field(default_factory=identity)  # smooth shape change of the bones
+    narrowing_mm: dict[str, float] = field(default_factory=dict)  # native joint space lost (arthritis), per side
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def sample_patient(anatomy: Anatomy, rng: np.random.Generator, implant_sides: tu
             stem_length_mm=float(rng.uniform(105, 145)),
         )
     fixed = np.array([anatomy.femur_geometry[s].head_centre for s in SIDES])
-    return Patient(anatomy, scale, float(rng.uniform(0.7, 1.4)), plans, sample_deformation(rng, fixed))
+    narrowing = {s: float(rng.uniform(0.0, 1.5)) for s in SIDES}
+    return Patient(anatomy, scale, float(rng.uniform(0.7, 1.4)), plans, sample_deformation(rng, fixed), narrowing)
 
 
 def sample_pose(rng: np.random.Generator) -> ExamPose:
@@ -201,7 +203,10 @@ def _transforms(patient: Patient, pose: ExamPose, phase: str) -> tuple[np.ndarra
         r = rotation_xyz(flexion, -lateral * abduction, 0.0) @ _axis_rotation(shaft, lateral * axial) @ base
         plan = patient.plans.get(side) if phase == "post" else None
         if plan is None:
-            femurs[side] = world_from_anat @ about_point(r, geo.head_centre)
+            # joint space narrowing: the head sits closer to the roof (cranial, slightly medial)
+            towards_roof = np.array([-lateral * 0.3, 0.0, 1.0]) / np.hypot(0.3, 1.0)
+            seat = geo.head_centre + patient.narrowing_mm.get(side, 0.0) * towards_roof
+            femurs[side] = world_from_anat @ about_point(r, geo.head_centre, moved_to=seat)
         else:
             cup = geo.head_centre + plan.cup_shift_mm
             cups[side] = cup
