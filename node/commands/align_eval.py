@@ -23,6 +23,7 @@ WEIGHTINGS = ("oracle", "classical_stand_in", "segmentation_model")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from models.align.evaluate import ABLATIONS
     from models.align.matching import MATCHERS
     from models.align.pipeline import ALIGN_METHODS
 
@@ -33,7 +34,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7, help="generator seed (with --labels/--ct)")
     p.add_argument("--out", type=Path, help="keep generated pairs here (default: a temporary folder)")
     p.add_argument("--matcher", action="append", choices=MATCHERS, help="default: all")
-    p.add_argument("--method", action="append", choices=ALIGN_METHODS, help="default: all")
+    p.add_argument("--method", action="append", choices=ALIGN_METHODS + tuple(ABLATIONS),
+                   help="default: plain, filtered, weighted, ours")
     p.add_argument("--weighting", action="append", choices=WEIGHTINGS,
                    help="pelvis probability source; default: oracle and classical_stand_in")
     p.add_argument("--ablation", action="store_true", help="also run 'ours' with parts switched off")
