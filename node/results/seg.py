@@ -126,17 +126,17 @@ def encode_seg(
     )
     if "PatientOrientation" in source:
         seg.PatientOrientation = source.PatientOrientation
-    _add_viewer_functional_groups(seg, analysis.pixel_spacing_mm or _detector_spacing(source))
+    add_viewer_functional_groups(seg, analysis.pixel_spacing_mm or detector_spacing(source))
     common.carry_patient_study(seg, source)
     return seg
 
 
-def _detector_spacing(source: Dataset) -> tuple[float, float]:
+def detector_spacing(source: Dataset) -> tuple[float, float]:
     spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or (1.0, 1.0)
     return float(spacing[0]), float(spacing[1])
 
 
-def _add_viewer_functional_groups(seg: Dataset, spacing_mm: tuple[float, float]) -> None:
+def add_viewer_functional_groups(seg: Dataset, spacing_mm: tuple[float, float]) -> None:
     """Shared Pixel Measures (with SliceThickness) and Plane Orientation.
 
     highdicom writes neither for a projection source without a frame of

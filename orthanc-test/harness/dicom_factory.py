@@ -29,6 +29,7 @@ from highdicom.sr import (
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from node.results.seg import add_viewer_functional_groups, detector_spacing
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 ROWS, COLS = 320, 384
@@ -158,29 +159,8 @@ def make_seg(source: Dataset, masks: Masks) -> hd.seg.Segmentation:
         instance_number=1, manufacturer="HipNode harness", manufacturer_model_name="harness",
         software_versions="0.1", device_serial_number="0", series_description="AI hip segmentation (harness)")
     seg.PatientOrientation = source.PatientOrientation
-    add_viewer_functional_groups(seg, source)
+    add_viewer_functional_groups(seg, detector_spacing(source))
     return seg
-
-
-def add_viewer_functional_groups(seg: Dataset, source: Dataset) -> None:
-    """Shared Pixel Measures and Plane Orientation, without which OHIF 3.13 cannot show a DX SEG.
-
-    highdicom writes neither for a source without a frame of reference. OHIF's
-    SEG viewport reads ``SharedFunctionalGroupsSequence[0].PixelMeasuresSequence``
-    and cornerstone's SEG loader reads ``PlaneOrientationSequence`` (verified:
-    without them the overlay never appears; with them dciodvfy stays error-free).
-    """
-    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or [1, 1]
-    measures = Dataset()
-    measures.PixelSpacing = [float(v) for v in spacing]
-    measures.SliceThickness = 1
-    orientation = Dataset()
-    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    if "SharedFunctionalGroupsSequence" not in seg or len(seg.SharedFunctionalGroupsSequence) == 0:
-        seg.SharedFunctionalGroupsSequence = [Dataset()]
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    shared.PixelMeasuresSequence = [measures]
-    shared.PlaneOrientationSequence = [orientation]
 
 
 def make_colour_sc(source: Dataset, other: Dataset) -> hd.sc.SCImage:
