@@ -134,7 +134,11 @@ def deliveries(node: NodeProcess) -> list[Delivery]:
 
 
 def settled(node: NodeProcess, min_jobs: int = 1) -> bool:
-    """At least ``min_jobs`` jobs, none queued or running, every delivery finished."""
+    """At least ``min_jobs`` jobs, none queued or running, every delivery finished.
+
+    Count the studies' jobs only: an ``analyze_pair`` job is queued inside the
+    ``analyze_study`` job that found the pair, so it exists before that job ends.
+    """
     rows = jobs(node)
     if len(rows) < min_jobs or any(j.state in (JobState.QUEUED, JobState.RUNNING) for j in rows):
         return False
