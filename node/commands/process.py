@@ -89,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
             if alignment.failure is not None:
                 log.warning("pair not aligned", extra={"reason": alignment.failure})
                 status = EXIT_INCOMPLETE
-            datasets, deltas = compute.pair_result_datasets(pre, post, alignment)
+            sides = compute.paired_sides(pre, post)
+            if not sides:  # the node would not pair these; compare every side, as asked
+                log.warning("no side is native before and operated after; deltas for both sides")
+                sides = ["right", "left"]
+            datasets, deltas = compute.pair_result_datasets(pre, post, alignment, sides)
+            summary["sides"] = sides
             summary["deltas"] = deltas
             for kind, ds in datasets:
                 write("pair", kind, ds)

@@ -105,6 +105,21 @@ def align(
     return alignment
 
 
+def paired_sides(pre: AnalysedImage, post: AnalysedImage) -> list[str]:
+    """Sides the node's pairing rules pair for this pre/post (pre native, post operated).
+
+    ``hipnode process`` uses it so its pair objects carry the same sides, hence the
+    same content, as the node's under the same deterministic UIDs.
+    """
+    from node.pairing.rules import DEFAULT_RULES
+
+    pre_states, post_states = side_states(pre.analysis), side_states(post.analysis)
+    return [
+        side for side in SIDES
+        if pre_states.get(side) == DEFAULT_RULES.pre_state and post_states.get(side) == DEFAULT_RULES.post_state
+    ]
+
+
 def deltas_for_sides(deltas: Mapping[str, float | None], sides: Iterable[str]) -> dict[str, float | None]:
     """Keep the side-specific deltas of ``sides`` (and leg length, which concerns both)."""
     wanted = set(sides)
