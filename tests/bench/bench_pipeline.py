@@ -47,9 +47,11 @@ def _log_fields(log: str, message: str, **match: str) -> dict[str, str]:
     return found
 
 
-def _event_time(session, job_id: int, state: str) -> dt.datetime | None:  # noqa: ANN001
+def _event_time(session, job_id: int, state: str) -> dt.datetime | None:
     row = session.scalar(
-        select(JobEvent).where(JobEvent.job_pk == job_id, JobEvent.state == state).order_by(JobEvent.id)
+        select(JobEvent)
+        .where(JobEvent.job_pk == job_id, JobEvent.state == state)
+        .order_by(JobEvent.id)
     )
     return None if row is None else _utc(row.created_at)
 
@@ -66,7 +68,9 @@ def measure(pair: Path, work: Path, quiet_seconds: float) -> dict[str, object]:
             raise SystemExit(f"pre-op study failed: {failed}")
         jobs_before = len(ps.jobs(node))
         ps.send(node, pair / "post.dcm")
-        wait_for(lambda: len(ps.jobs(node)) > jobs_before, timeout=60, msg="the post-op study's job")
+        wait_for(
+            lambda: len(ps.jobs(node)) > jobs_before, timeout=60, msg="the post-op study's job"
+        )
         ps.wait_settled(node, min_jobs=jobs_before + 1)  # a pair job is queued inside the study job
         failed = ps.failed_jobs(node)
         if failed:
@@ -77,7 +81,9 @@ def measure(pair: Path, work: Path, quiet_seconds: float) -> dict[str, object]:
         dest.stop()
 
 
-def breakdown(node: NodeProcess, pair: Path, jobs_before: int, quiet_seconds: float) -> dict[str, object]:
+def breakdown(
+    node: NodeProcess, pair: Path, jobs_before: int, quiet_seconds: float
+) -> dict[str, object]:
     from pydicom import dcmread
 
     post_uid = str(dcmread(pair / "post.dcm", stop_before_pixels=True).SOPInstanceUID)
@@ -87,7 +93,8 @@ def breakdown(node: NodeProcess, pair: Path, jobs_before: int, quiet_seconds: fl
         study = s.get(Study, s.get(Series, instance.series_pk).study_pk)
         arrived = _utc(instance.received_at)
         completed = s.scalar(
-            select(StudyEvent).where(StudyEvent.study_pk == study.id, StudyEvent.kind == "completed")
+            select(StudyEvent)
+            .where(StudyEvent.study_pk == study.id, StudyEvent.kind == "completed")
             .order_by(StudyEvent.id.desc())
         )
         new_jobs = list(s.scalars(select(Job).where(Job.id > jobs_before).order_by(Job.id)))
@@ -102,7 +109,9 @@ def breakdown(node: NodeProcess, pair: Path, jobs_before: int, quiet_seconds: fl
         result_rows = list(s.scalars(select(Result).where(Result.job_pk.in_(job_ids))))
         uids = [r.sop_instance_uid for r in result_rows]
         rows = list(s.scalars(select(Delivery).where(Delivery.sop_instance_uid.in_(uids))))
-        delivered = [(_utc(d.delivered_at), d.duration_ms or 0.0) for d in rows if d.delivered_at is not None]
+        delivered = [
+            (_utc(d.delivered_at), d.duration_ms or 0.0) for d in rows if d.delivered_at is not None
+        ]
     if len(delivered) != len(uids) or not uids:
         raise SystemExit(f"{len(delivered)} of {len(uids)} results delivered")
     end = max(t for t, _ in delivered)
@@ -112,7 +121,9 @@ def breakdown(node: NodeProcess, pair: Path, jobs_before: int, quiet_seconds: fl
 
     image = _log_fields(log, "image analysed", sop_instance_uid=post_uid)
     repaired = _log_fields(log, "patient re-paired", job_id=str(study_job.id))
-    pair_line = {} if pair_job is None else _log_fields(log, "pair encoded", job_id=str(pair_job.id))
+    pair_line = (
+        {} if pair_job is None else _log_fields(log, "pair encoded", job_id=str(pair_job.id))
+    )
 
     def ms(fields: dict[str, str], key: str) -> float:
         try:
@@ -122,7 +133,10 @@ def breakdown(node: NodeProcess, pair: Path, jobs_before: int, quiet_seconds: fl
 
     stages: list[tuple[str, float]] = [
         ("completion wait (arrival -> study completed)", span(arrived, _utc(completed.created_at))),
-        ("job pickup (analyze_study queued -> running)", span(times["study_queued"], times["study_running"])),
+        (
+            "job pickup (analyze_study queued -> running)",
+            span(times["study_queued"], times["study_running"]),
+        ),
         ("  read (decode DICOM)", ms(image, "read_ms")),
         ("  analyse (total)", ms(image, "analyse_ms")),
     ]
@@ -133,7 +147,10 @@ def breakdown(node: NodeProcess, pair: Path, jobs_before: int, quiet_seconds: fl
         ("  store results + outbox rows", ms(image, "store_ms")),
         ("  pairing (re-pair patient, queue pair job)", ms(repaired, "ms")),
         ("analyze_study job (running -> done)", span(times["study_running"], times["study_done"])),
-        ("pair pickup (analyze_pair queued -> running)", span(times["pair_queued"], times["pair_running"])),
+        (
+            "pair pickup (analyze_pair queued -> running)",
+            span(times["pair_queued"], times["pair_running"]),
+        ),
         ("  load both analyses + images", ms(pair_line, "load_ms")),
         ("  align", ms(pair_line, "align_ms")),
     ]
@@ -142,22 +159,34 @@ def breakdown(node: NodeProcess, pair: Path, jobs_before: int, quiet_seconds: fl
         ("  pair encode (CDM, deltas, SR, 2 SC)", ms(pair_line, "encode_ms")),
         ("  store pair results + outbox rows", ms(pair_line, "store_ms")),
         ("analyze_pair job (running -> done)", span(times["pair_running"], times["pair_done"])),
-        ("delivery (last job done -> last acknowledged)", span(times["pair_done"] or times["study_done"], end)),
+        (
+            "delivery (last job done -> last acknowledged)",
+            span(times["pair_done"] or times["study_done"], end),
+        ),
         ("  C-STORE time, sum over results", sum(d for _, d in delivered) / 1000),
     ]
     total = span(arrived, end)
     return {
-        "stages": stages, "total_s": total, "target_s": quiet_seconds + 4.0, "results": len(uids),
+        "stages": stages,
+        "total_s": total,
+        "target_s": quiet_seconds + 4.0,
+        "results": len(uids),
         "pair_job": pair_job is not None,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pair", type=Path, help="a hipnode synth pair folder (default: generate one)")
-    parser.add_argument("--size", type=int, default=ps.SYNTH_SIZE, help="synth image width when generating")
+    parser.add_argument(
+        "--pair", type=Path, help="a hipnode synth pair folder (default: generate one)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=ps.SYNTH_SIZE, help="synth image width when generating"
+    )
     parser.add_argument("--seed", type=int, default=ps.SYNTH_SEED)
-    parser.add_argument("--quiet-seconds", type=float, default=2.0, help="the node's completion timer")
+    parser.add_argument(
+        "--quiet-seconds", type=float, default=2.0, help="the node's completion timer"
+    )
     parser.add_argument("--keep", type=Path, help="keep the node's storage and log here")
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -170,14 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in report["stages"]:  # type: ignore[union-attr]
         print(f"  {name:<52} {seconds:8.3f} s")
     if not report["pair_job"]:
-        print("  NO PAIR JOB: the models did not classify the post-op image as operated; the total below")
+        print(
+            "  NO PAIR JOB: the models did not classify the post-op image as operated; the total below"
+        )
         print("  covers the post-op image's own results only, not a pair.")
     total, target = report["total_s"], report["target_s"]
     verdict = "met" if total <= target else "NOT met"  # type: ignore[operator]
-    print(f"TOTAL last instance arrived -> {report['results']} results acknowledged: {total:.3f} s "
-          f"(target <= {target:g} s: {verdict})")
-    print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
-          f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"TOTAL last instance arrived -> {report['results']} results acknowledged: {total:.3f} s "
+        f"(target <= {target:g} s: {verdict})"
+    )
+    print(
+        f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+        f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} on {os.cpu_count()} CPUs"
+    )
     if args.keep:
         print(f"node log: {work / 'node-node.log'}")
     return 0

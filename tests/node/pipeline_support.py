@@ -45,9 +45,25 @@ KIND_BY_SOP_CLASS = {
 def synth_pair(out: Path, seed: int = SYNTH_SEED, size: int = SYNTH_SIZE) -> Path:
     """Run ``hipnode synth`` once; returns the ``pair_000`` folder."""
     done = subprocess.run(
-        [sys.executable, "-m", "node", "synth", "--out", str(out), "--pairs", "1",
-         "--seed", str(seed), "--size", str(size)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "synth",
+            "--out",
+            str(out),
+            "--pairs",
+            "1",
+            "--seed",
+            str(seed),
+            "--size",
+            str(size),
+        ],
+        cwd=REPO_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     pair = out / "pair_000"
@@ -70,16 +86,27 @@ class StoreSCP:
     def start(self) -> StoreSCP:
         with self.log_path.open("ab") as log_file:
             self.proc = subprocess.Popen(
-                [require_tool("storescp"), "-v", "+uf", "-aet", self.ae_title, "-od", str(self.folder),
-                 str(self.port)],
-                stdout=log_file, stderr=subprocess.STDOUT,
+                [
+                    require_tool("storescp"),
+                    "-v",
+                    "+uf",
+                    "-aet",
+                    self.ae_title,
+                    "-od",
+                    str(self.folder),
+                    str(self.port),
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "TCP_NODELAY": "1"},
             )
         return self
 
     def files(self) -> list[Path]:
         """Received objects (storescp writes them under their final name once complete)."""
-        return sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        return sorted(
+            p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
 
     def received(self) -> dict[str, list[Path]]:
         """SOP Instance UID -> the files that carried it (more than one: a duplicate delivery)."""
@@ -98,7 +125,9 @@ class StoreSCP:
 def pipeline_config(dest: StoreSCP, quiet_seconds: float = 1.5) -> dict[str, Any]:
     """A node that completes a study ``quiet_seconds`` after its last instance, one worker."""
     return {
-        "destinations": [{"name": "pacs", "ae_title": dest.ae_title, "host": "127.0.0.1", "port": dest.port}],
+        "destinations": [
+            {"name": "pacs", "ae_title": dest.ae_title, "host": "127.0.0.1", "port": dest.port}
+        ],
         "completion": {"quiet_seconds": quiet_seconds, "early_on_expected_views": False},
         "outbox": {"poll_seconds": 0.1, "initial_backoff_seconds": 0.3, "max_backoff_seconds": 2.0},
         "timeouts": {"connection_seconds": 5},
@@ -109,14 +138,27 @@ def pipeline_config(dest: StoreSCP, quiet_seconds: float = 1.5) -> dict[str, Any
 def send(node: NodeProcess, *files: Path, calling_aet: str = DEST_AE) -> None:
     """storescu: one association, every file must be acknowledged with Success."""
     done = subprocess.run(
-        [require_tool("storescu"), "-aet", calling_aet, "-aec", node.ae_title, "127.0.0.1",
-         str(node.port), *map(str, files)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "TCP_NODELAY": "1"},
+        [
+            require_tool("storescu"),
+            "-aet",
+            calling_aet,
+            "-aec",
+            node.ae_title,
+            "127.0.0.1",
+            str(node.port),
+            *map(str, files),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TCP_NODELAY": "1"},
     )
     assert done.returncode == 0, done.stderr + done.stdout
 
 
 # --- Catalogue ------------------------------------------------------------------------------------
+
 
 def jobs(node: NodeProcess) -> list[Job]:
     with node.session() as s:
@@ -152,9 +194,16 @@ def wait_settled(node: NodeProcess, min_jobs: int, timeout: float = 300.0) -> No
         return settled(node, min_jobs)
 
     try:
-        wait_for(check, timeout=timeout, interval=0.2, msg=f"{min_jobs}+ jobs and their deliveries to finish")
+        wait_for(
+            check,
+            timeout=timeout,
+            interval=0.2,
+            msg=f"{min_jobs}+ jobs and their deliveries to finish",
+        )
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\njobs: {describe_jobs(node)}\nlog tail:\n{node.log()[-3000:]}") from None
+        raise AssertionError(
+            f"{exc}\njobs: {describe_jobs(node)}\nlog tail:\n{node.log()[-3000:]}"
+        ) from None
 
 
 def describe_jobs(node: NodeProcess) -> str:
@@ -165,10 +214,15 @@ def describe_jobs(node: NodeProcess) -> str:
 
 
 def failed_jobs(node: NodeProcess) -> list[str]:
-    return [f"{j.kind}: {j.fail_stage}: {j.fail_reason}" for j in jobs(node) if j.state == JobState.FAILED]
+    return [
+        f"{j.kind}: {j.fail_stage}: {j.fail_reason}"
+        for j in jobs(node)
+        if j.state == JobState.FAILED
+    ]
 
 
 # --- Reading the received results -----------------------------------------------------------------
+
 
 @dataclass
 class Received:
@@ -197,7 +251,10 @@ def classify(paths: list[Path]) -> list[Received]:
 def image_measurements(path: Path) -> dict[str, float]:
     """Spec name -> value of every measurement in a per-image TID 1500 SR."""
     sr = hd.sr.srread(path)
-    groups = [*sr.content.get_planar_roi_measurement_groups(), *sr.content.get_image_measurement_groups()]
+    groups = [
+        *sr.content.get_planar_roi_measurement_groups(),
+        *sr.content.get_image_measurement_groups(),
+    ]
     values: dict[str, float] = {}
     for group in groups:
         for m in group.get_measurements():
@@ -240,8 +297,11 @@ def referenced_sources(ds: Any) -> set[str]:
 
 # --- Ground truth -------------------------------------------------------------------------------
 
+
 def load_truth(pair: Path) -> dict[str, Any]:
-    return {name: json.loads((pair / f"{name}.json").read_text()) for name in ("pre", "post", "pair")}
+    return {
+        name: json.loads((pair / f"{name}.json").read_text()) for name in ("pre", "post", "pair")
+    }
 
 
 def true_homography(pair_json: dict[str, Any]) -> np.ndarray:
@@ -259,7 +319,9 @@ def truth_deltas(pair: Path) -> dict[str, float | None]:
 
     truth = load_truth(pair)
     return aligned_deltas(
-        truth["pre"]["landmarks"], truth["post"]["landmarks"], true_homography(truth["pair"]),
+        truth["pre"]["landmarks"],
+        truth["post"]["landmarks"],
+        true_homography(truth["pair"]),
         truth["pre"]["pixel_spacing_mm"],
     )
 
@@ -282,6 +344,7 @@ def measurement_tolerance(name: str) -> float:
 
 
 # --- One node run shared by the end-to-end tests and the process-CLI test -------------------------
+
 
 @dataclass
 class PairRun:
