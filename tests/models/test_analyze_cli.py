@@ -1,8 +1,8 @@
 """``hipnode analyze`` end to end through real DICOM files, good and bad.
 
 The models here are tiny networks trained in the fixture on the toy dataset
-(``models/training/toydata.py``), so the test runs in seconds and does not
-depend on the committed reference weights; it exercises the real command,
+(``models/training/toydata.py``), so the test runs in seconds (except the
+content check, which uses the committed reference weights); it exercises the real command,
 the real DICOM reader and onnxruntime. What it shows: the command's JSON/NPZ
 contract, and that every kind of bad input gives ``not_analysable`` with exit
 status 3 and no landmarks. It does not show accuracy on radiographs
@@ -133,10 +133,20 @@ def test_header_says_not_a_pelvis(tmp_path: Path, weights: Path, case: str, head
     assert result["landmarks"] == {} and result["measurements"] == {}
 
 
-def test_chest_content_with_a_lying_header(tmp_path: Path, weights: Path):
-    """Header says PELVIS AP; the segmentation must find no pelvis in a chest-like image."""
-    rc, result = analyze(tmp_path, write_dicom(tmp_path / "chest.dcm", _chest_pixels()), weights)
-    assert rc == EXIT_NOT_ANALYSABLE
+@pytest.mark.parametrize("case", ["chest", "noise"])
+def test_content_check_with_a_lying_header(tmp_path: Path, case: str):
+    """Header says PELVIS AP; the committed reference segmentation must find no pelvis.
+
+    Uses the reference weights (trained on synthetic pelvis radiographs), not the
+    toy models: it is their behaviour that matters. The chest-like image is crude;
+    the reference model found 3.1% pelvis in it against a 4% threshold, so this
+    margin is small and the test says so if a retrained model moves it.
+    """
+    pixels = _chest_pixels() if case == "chest" else np.random.default_rng(0).integers(0, 4000, (400, 500))
+    out = tmp_path / "out.json"
+    rc = main(["analyze", str(write_dicom(tmp_path / f"{case}.dcm", pixels)), "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert rc == EXIT_NOT_ANALYSABLE, result
     assert "pelvis" in result["not_analysable"] or "femoral head" in result["not_analysable"]
     assert result["landmarks"] == {}
 

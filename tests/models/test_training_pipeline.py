@@ -101,3 +101,16 @@ def test_eval_rotation_holds_each_anatomy_out(toy: Path, tmp_path: Path, capsys:
         manifest = json.loads((tmp_path / f"fold_{held}" / "segment" / "manifest.json").read_text())
         assert held not in manifest["training"]["anatomies"]
     assert "all folds (held-out anatomy)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", ["segment", "landmarks"])
+def test_committed_reference_weights_load_and_match_their_manifest(task: str):
+    """The weights in models/weights are intact (sha256) and produce the declared outputs."""
+    from models.inference.runtime import WEIGHTS_ROOT
+
+    model = SegmentationModel(WEIGHTS_ROOT / task) if task == "segment" else LandmarkModel(WEIGHTS_ROOT / task)
+    size = model.manifest.work_size
+    outputs = model.predict(np.zeros((size, size), np.float32))
+    first = outputs if task == "segment" else outputs[0]
+    assert first.shape == (len(model.manifest.labels), size, size)
+    assert "Pelvic-Ref-002" not in model.manifest.raw["training"]["anatomies"]
