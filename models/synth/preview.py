@@ -13,6 +13,7 @@ import numpy as np
 
 from models.synth.anatomy import load_anatomy
 from models.synth.generator import Exam, render_pair
+from models.synth.reference_data import label_map
 
 COLOURS = {  # BGR
     "pelvis": (80, 200, 80),
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/images")
     parser.add_argument("--seed", type=int, default=21)
-    parser.add_argument("--labels", default=str(Path(__file__).resolve().parents[2] / "../shared/data/pelvic-ref/Pelvic-Ref-002"))
+    parser.add_argument("--labels", default=str(label_map("Pelvic-Ref-002")))
     parser.add_argument("--width", type=int, default=560)
     args = parser.parse_args(argv)
     pair = render_pair(load_anatomy(args.labels), np.random.default_rng(args.seed), 1280)

@@ -24,7 +24,7 @@ LICENCES = {
     "code": "Apache-2.0 (HipNode)",
     "weights": "Apache-2.0 (HipNode); research use only, not a medical device",
     "training_anatomy": "MIT: pelvic label maps from yuta-hi/pelvic-annonation (TCIA Pelvic-Reference-Data), "
-    "see ../shared/data/pelvic-ref/LICENSE",
+    "see models/synth/pelvic_ref/LICENSE",
 }
 
 

@@ -23,11 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from models.synth.reference_data import PELVIC_REF_DIR
 
 log = logging.getLogger("node.demo")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HARNESS_DIR = REPO_ROOT / "orthanc-test"
-PELVIC_REF = REPO_ROOT / ".." / "shared" / "data" / "pelvic-ref"
+PELVIC_REF = PELVIC_REF_DIR
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

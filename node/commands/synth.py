@@ -18,20 +18,15 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LABEL_ROOT = Path("../shared/data/pelvic-ref")
-
-
 def default_labels() -> list[str]:
-    """The pelvic-ref label maps, relative to the project root (or the current directory)."""
-    for root in (Path(__file__).resolve().parents[2] / DEFAULT_LABEL_ROOT, DEFAULT_LABEL_ROOT):
-        found = sorted(str(p) for p in root.glob("*/label.mhd"))
-        if found:
-            return found
-    return []
+    """The bundled pelvic-ref label maps (``models/synth/pelvic_ref``)."""
+    from models.synth.reference_data import label_maps
+
+    return [str(p) for p in label_maps() if p.is_file()]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labels", action="append", metavar="PATH", help="MetaImage label map (.mhd or its folder); repeatable; default: all of ../shared/data/pelvic-ref")
+    parser.add_argument("--labels", action="append", metavar="PATH", help="MetaImage label map (.mhd or its folder); repeatable; default: the three bundled pelvic-ref maps (models/synth/pelvic_ref)")
     parser.add_argument("--ct", metavar="PATH", help="CT volume (NIfTI, HU) rendered as one rigid body instead of label maps")
     parser.add_argument("--out", metavar="DIR", help="output folder for pairs")
     parser.add_argument("--pairs", type=int, default=1, help="number of pre/post pairs (default 1)")
@@ -67,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     labels = [str(p) for p in (args.labels or default_labels())]
     if not labels and args.ct is None:
-        log.error("no label maps: pass --labels PATH (default folder ../shared/data/pelvic-ref not found)")
+        log.error("no label maps: pass --labels PATH (bundled models/synth/pelvic_ref not found)")
         return 2
     try:
         import torch  # noqa: F401  (the generator's projector and detector use it)

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from models.synth.reference_data import label_map
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--labels", default=str(ROOT / "../shared/data/pelvic-ref/Pelvic-Ref-001"))
+    parser.add_argument("--labels", default=str(label_map("Pelvic-Ref-001")))
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2560])
     parser.add_argument("--threads", type=int, default=2)

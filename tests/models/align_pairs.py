@@ -17,8 +17,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from models.synth.reference_data import PELVIC_REF_DIR
 
-PELVIC_REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "pelvic-ref"
+PELVIC_REF = PELVIC_REF_DIR
 
 
 @dataclass

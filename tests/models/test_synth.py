@@ -19,13 +19,13 @@ from scipy import ndimage
 
 from models.algorithms.measurements import compute_measurements
 from models.algorithms.vocabulary import LANDMARKS, MEASUREMENTS, SEGMENTS
+from models.synth.reference_data import label_map
 from node.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-LABELS = ROOT / "../shared/data/pelvic-ref/Pelvic-Ref-004"
+LABELS = label_map("Pelvic-Ref-004").parent
 SIZE = "384"
 
-pytestmark = pytest.mark.skipif(not (LABELS / "label.mhd").is_file(), reason="pelvic-ref label maps not present")
 
 
 @pytest.fixture(scope="module")
