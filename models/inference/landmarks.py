@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from models.algorithms.vocabulary import LANDMARKS
-from models.inference.preprocess import GridTransform, to_work_grid
-from models.inference.runtime import WEIGHTS_ROOT, Manifest, ModelUnavailable, run_session
+from models.inference.preprocess import GridTransform
+from models.inference.runtime import WEIGHTS_ROOT, OnnxModel, run_session
 
 PRESENCE_THRESHOLD = 0.5
 """Disc probability peak above which a landmark counts as present."""
@@ -32,24 +32,15 @@ class LandmarkOutput:
         return self.presence.get(name, 0.0) >= threshold
 
 
-class LandmarkModel:
+class LandmarkModel(OnnxModel):
     """Segmentation-guided coordinate regression served by onnxruntime."""
 
+    task = "landmarks"
+    labels = LANDMARKS
+    description = "landmark model with the spec's landmarks"
+
     def __init__(self, weights_dir: str | Path = WEIGHTS_ROOT / "landmarks") -> None:
-        self.weights_dir = Path(weights_dir)
-        self._manifest: Manifest | None = None
-
-    @property
-    def manifest(self) -> Manifest:
-        if self._manifest is None:
-            m = Manifest.read(self.weights_dir)
-            if m.task != "landmarks" or tuple(m.labels) != LANDMARKS:
-                raise ModelUnavailable(f"{self.weights_dir} is not a landmark model with the spec's landmarks")
-            self._manifest = m
-        return self._manifest
-
-    def preprocess(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> tuple[np.ndarray, GridTransform]:
-        return to_work_grid(pixels, spacing_mm, self.manifest.work_size)
+        super().__init__(weights_dir)
 
     def predict(self, work_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         discs, coords = run_session(self.manifest, work_image)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from models.inference.preprocess import GridTransform, to_work_grid
+
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 WEIGHTS_ROOT = Path(os.environ.get("HIPNODE_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
 """Where ``segment/`` and ``landmarks/`` live: the committed weights, or ``HIPNODE_WEIGHTS_DIR``
@@ -93,3 +95,34 @@ def run_session(manifest: Manifest, image: np.ndarray) -> list[np.ndarray]:
     sess = session_for(manifest)
     outputs = sess.run(None, {"image": np.ascontiguousarray(image[None, None], dtype=np.float32)})
     return [np.asarray(o)[0] for o in outputs]
+
+
+class OnnxModel:
+    """A committed model: its manifest, checked once against the spec's labels, and its work grid.
+
+    Subclasses name their ``task`` and the ``labels`` they must carry; the
+    onnxruntime session itself is created on first use by :func:`run_session`.
+    """
+
+    task: str = ""
+    labels: tuple[str, ...] = ()
+    description: str = ""
+
+    def __init__(self, weights_dir: str | Path) -> None:
+        self.weights_dir = Path(weights_dir)
+        self._manifest: Manifest | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            m = Manifest.read(self.weights_dir)
+            if m.task != self.task or tuple(m.labels) != self.labels:
+                raise ModelUnavailable(f"{self.weights_dir} is not a {self.description}")
+            self._manifest = m
+        return self._manifest
+
+    def preprocess(
+        self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None
+    ) -> tuple[np.ndarray, GridTransform]:
+        """The source image on the model's working grid, with the transform back."""
+        return to_work_grid(pixels, spacing_mm, self.manifest.work_size)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from models.algorithms.vocabulary import SEGMENTS
-from models.inference.preprocess import GridTransform, map_to_source, to_work_grid
-from models.inference.runtime import WEIGHTS_ROOT, Manifest, ModelUnavailable, run_session
+from models.inference.preprocess import GridTransform, map_to_source
+from models.inference.runtime import WEIGHTS_ROOT, OnnxModel, run_session
 
 
 @dataclass
@@ -29,24 +29,15 @@ class SegmentationOutput:
                 for i, name in enumerate(self.labels)}
 
 
-class SegmentationModel:
+class SegmentationModel(OnnxModel):
     """Multi-label U-Net served by onnxruntime (session created on first use)."""
 
+    task = "segment"
+    labels = SEGMENTS
+    description = "segmentation model with the spec's segments"
+
     def __init__(self, weights_dir: str | Path = WEIGHTS_ROOT / "segment") -> None:
-        self.weights_dir = Path(weights_dir)
-        self._manifest: Manifest | None = None
-
-    @property
-    def manifest(self) -> Manifest:
-        if self._manifest is None:
-            m = Manifest.read(self.weights_dir)
-            if m.task != "segment" or tuple(m.labels) != SEGMENTS:
-                raise ModelUnavailable(f"{self.weights_dir} is not a segmentation model with the spec's segments")
-            self._manifest = m
-        return self._manifest
-
-    def preprocess(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> tuple[np.ndarray, GridTransform]:
-        return to_work_grid(pixels, spacing_mm, self.manifest.work_size)
+        super().__init__(weights_dir)
 
     def predict(self, work_image: np.ndarray) -> np.ndarray:
         return run_session(self.manifest, work_image)[0]
