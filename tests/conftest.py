@@ -237,3 +237,16 @@ def storescu_responses(output: str) -> dict[str, str]:
             responses[current] = text.strip("()").strip() or text
             current = None
     return responses
+
+
+def start_storescu_senders(node: NodeProcess, batches: list[list[Path]]) -> list[subprocess.Popen[str]]:
+    """One ``storescu -v`` per batch, in parallel, to a running node; read them with :func:`storescu_responses`."""
+    return [
+        subprocess.Popen(
+            [require_tool("storescu"), "-v", "-aec", node.ae_title, "127.0.0.1", str(node.port), *map(str, batch)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for batch in batches
+    ]

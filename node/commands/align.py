@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from node.commands.exit_status import ERROR, NOT_DONE, OK
+
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_FAILED = 3
+EXIT_OK, EXIT_ERROR, EXIT_FAILED = OK, ERROR, NOT_DONE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from node.commands.exit_status import ERROR, NO_MODEL, NOT_DONE, OK
+
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_NOT_ANALYSABLE = 3
-EXIT_NO_MODEL = 4
+EXIT_OK, EXIT_ERROR, EXIT_NOT_ANALYSABLE, EXIT_NO_MODEL = OK, ERROR, NOT_DONE, NO_MODEL
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -18,12 +18,11 @@ import json
 import logging
 from pathlib import Path
 
+from node.commands.exit_status import ERROR, NO_MODEL, NOT_DONE, OK
+
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_INCOMPLETE = 3
-EXIT_NO_MODEL = 4
+EXIT_OK, EXIT_ERROR, EXIT_INCOMPLETE, EXIT_NO_MODEL = OK, ERROR, NOT_DONE, NO_MODEL
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,6 @@ instance survives, hash-identical, with its row; nothing half-written remains.""
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -12,7 +11,7 @@ from sqlalchemy import func, select
 
 from node.network.validate import check_object
 from storage.models import Instance
-from tests.conftest import NO_WORKERS, NodeProcess, require_tool, storescu_responses, wait_for
+from tests.conftest import NO_WORKERS, NodeProcess, start_storescu_senders, storescu_responses, wait_for
 from tests.factories import dataset_bytes, write_dx
 
 SENDERS = 4
@@ -39,23 +38,7 @@ def test_kill_9_during_burst_loses_no_acknowledged_instance(start_node, tmp_path
         ]
         for s in range(SENDERS)
     ]
-    senders = [
-        subprocess.Popen(
-            [
-                require_tool("storescu"),
-                "-v",
-                "-aec",
-                node.ae_title,
-                "127.0.0.1",
-                str(node.port),
-                *map(str, batch),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for batch in batches
-    ]
+    senders = start_storescu_senders(node, batches)
     wait_for(
         lambda: _rows(node) >= 60, timeout=120, interval=0.01, msg="a third of the burst to arrive"
     )

@@ -13,7 +13,7 @@ import pydicom
 from sqlalchemy import func, select
 
 from storage.models import Instance, Patient
-from tests.conftest import NO_WORKERS, NodeProcess, require_tool, storescu_responses, wait_for
+from tests.conftest import NO_WORKERS, NodeProcess, require_tool, start_storescu_senders, storescu_responses, wait_for
 from tests.factories import write_dx
 
 
@@ -42,23 +42,7 @@ def test_two_receiver_processes_share_the_port(start_node, tmp_path: Path) -> No
         ]
         for s in range(4)
     ]
-    senders = [
-        subprocess.Popen(
-            [
-                require_tool("storescu"),
-                "-v",
-                "-aec",
-                node.ae_title,
-                "127.0.0.1",
-                str(node.port),
-                *map(str, batch),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for batch in batches
-    ]
+    senders = start_storescu_senders(node, batches)
     responses: dict[str, str] = {}
     for sender in senders:
         responses.update(storescu_responses(sender.communicate(timeout=120)[0]))
