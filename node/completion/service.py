@@ -39,6 +39,7 @@ from node.completion.rules import (
 )
 from node.config import Settings
 from node.jobs.queue import enqueue as enqueue_job
+from storage.db import write_lock
 from storage.models import Instance, Series, Study, StudyEvent, StudyState, utcnow
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class CompletionService:
     def __init__(self, settings: Settings, session_factory: sessionmaker) -> None:
         self._policy = policy_from_settings(settings)
         self._session_factory = session_factory
+        self._write_lock = write_lock(session_factory)
         self._arrivals: queue.Queue[_Arrival | None] = queue.Queue()
         self._expected_seen: set[str] = set()  # studies whose expected view arrived this round
         self._lock = threading.Lock()
@@ -183,7 +185,7 @@ class CompletionService:
             if previous is None or arrival.received_at >= previous.received_at:
                 latest[arrival.study_instance_uid] = arrival
         timers: list[tuple[str, dt.datetime, CompletionReason]] = []
-        with self._session_factory() as session:
+        with self._write_lock, self._session_factory() as session:
             for uid, arrival in latest.items():
                 armed = self._arm(session, uid, arrival.received_at)
                 if armed is not None:
@@ -298,7 +300,7 @@ class CompletionService:
 
     def _complete_in_db(self, uid: str, reason: CompletionReason) -> CompletedStudy | None:
         now = utcnow()
-        with self._session_factory() as session:
+        with self._write_lock, self._session_factory() as session:
             result = session.execute(
                 update(Study)
                 .where(

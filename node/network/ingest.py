@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from node.network.status import StoreStatus
 from node.network.validate import InvalidObject, check_object
 from node.network.views import is_expected_view
 from storage import catalogue
+from storage.db import write_lock
 from storage.filestore import FileStore, OutOfSpace, is_full_error
 from storage.models import Result
 
@@ -61,7 +62,7 @@ class Ingestor:
         self.session_factory = session_factory
         self.on_stored = on_stored
         self._uid_locks = [threading.Lock() for _ in range(self._STRIPES)]
-        self._db_lock = threading.Lock()  # one writer at a time (SQLite), no busy-wait
+        self._db_lock = write_lock(session_factory)  # one writer at a time, no busy-wait
         self.duplicates_with_different_content = 0
 
     def _uid_lock(self, uid: str) -> threading.Lock:
