@@ -15,7 +15,11 @@ from node.network.contexts import STORAGE_CONTEXTS
 from node.network.fast_receive import stream_data_sets_to_file
 from node.network.ingest import Ingestor
 from node.network.store_handler import AssociationLog, handle_echo, handle_store
-from node.network.tuning import allow_port_sharing, use_large_socket_reads
+from node.network.tuning import (
+    allow_port_sharing,
+    use_large_socket_reads,
+    wake_acceptor_reactors_on_messages,
+)
 from storage.filestore import FileStore
 
 
@@ -73,6 +77,7 @@ def start_scp(settings: Settings, ingestor: Ingestor) -> tuple[AE, ThreadedAssoc
     use_receive_buffers(ingestor.filestore)
     use_large_socket_reads()
     stream_data_sets_to_file()
+    wake_acceptor_reactors_on_messages()
     allow_port_sharing()
     ae = build_ae(settings)
     ae.share_port = settings.receiver_processes > 1  # type: ignore[attr-defined]

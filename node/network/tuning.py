@@ -10,8 +10,10 @@ straight into one preallocated buffer with ``recv_into`` keeps the behaviour
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
-from pynetdicom import transport
+from pynetdicom import association, transport
 
 _ORIGINAL_RECV = transport.AssociationSocket.recv
 
@@ -55,3 +57,38 @@ def allow_port_sharing() -> None:
     incoming connections over them (idempotent).
     """
     transport.AssociationServer.server_bind = _bind_sharing_port  # type: ignore[method-assign]
+
+
+_REACTOR_WAIT_S = 0.01
+
+
+class _AcceptorReactorClock:
+    """Stands in for the ``time`` module inside ``pynetdicom.association``.
+
+    An acceptor's reactor loop wakes every millisecond (``time.sleep(0.001)``)
+    to poll its DIMSE queue: 4 idle associations cost about 19% of a core here.
+    This clock makes that one sleep wait on the queue instead, waking the moment
+    a message is queued and at least every 10 ms for the loop's other checks
+    (release, abort, network timeout). Every other use of ``time`` is passed
+    through, and requestor associations keep the original sleep (their user
+    thread pauses the reactor and should not wait for it).
+    """
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        thread = threading.current_thread()
+        queue = getattr(getattr(thread, "dimse", None), "msg_queue", None)
+        if seconds != 0.001 or not getattr(thread, "is_acceptor", False) or queue is None:
+            time.sleep(seconds)
+            return
+        with queue.not_empty:
+            if not queue._qsize():
+                queue.not_empty.wait(_REACTOR_WAIT_S)
+
+
+def wake_acceptor_reactors_on_messages() -> None:
+    """Install :class:`_AcceptorReactorClock` in pynetdicom's association module (idempotent)."""
+    association.time = _AcceptorReactorClock()  # type: ignore[attr-defined,assignment]
