@@ -25,6 +25,17 @@ from harness.stack import REPO_ROOT, VIEWER_DIR
 pytestmark = [pytest.mark.harness, pytest.mark.usefixtures("harness_installed")]
 VIEWER_TIMEOUT_S = 240
 NODE_AET = "HIPNODE"
+SC_MIN_COLOURED_SHARE = 0.25
+"""Of the colour SC's share of coloured pixels, the least that must be coloured on screen."""
+COLOUR_SPREAD = 24  # a pixel is coloured when max(R,G,B) - min(R,G,B) exceeds this (as in check-viewer.mjs)
+
+
+def coloured_fraction(ds: Any) -> float:
+    """The share of an RGB image's pixels that are coloured, not grey (the viewer script's measure)."""
+    import numpy as np
+
+    rgb = ds.pixel_array.astype(np.int16)
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > COLOUR_SPREAD).mean())
 
 
 class Loaded:
@@ -69,12 +80,15 @@ def _run_viewer(loaded: Loaded, sc_word: str = "") -> dict[str, Any]:
     stack, post = loaded.stack, loaded.post
     dx_series = [s for s in stack.orthanc.study_series(loaded.pair.post_study_uid)
                  if s["MainDicomTags"].get("Modality") == "DX"]
+    sc_series = post.series_number("OT", sc_word)
+    sc = next(ds for ds in post.by_modality["OT"] if int(ds.SeriesNumber) == sc_series)
     args = {
         "baseUrl": stack.viewer_base_url, "studyUid": loaded.pair.post_study_uid,
         "studyTexts": ["XR PELVIS AP POSTOP", "XR PELVIS AP PREOP"],
         "imageSeries": int(dx_series[0]["MainDicomTags"]["SeriesNumber"]),
         "segSeries": post.series_number("SEG"), "srSeries": post.series_number("SR"),
-        "scSeries": post.series_number("OT", sc_word), "outDir": str(loaded.artifacts), "timeoutMs": 60000,
+        "scSeries": sc_series, "scColouredFraction": round(coloured_fraction(sc), 5),
+        "scMinColouredShare": SC_MIN_COLOURED_SHARE, "outDir": str(loaded.artifacts), "timeoutMs": 60000,
         "segTimeoutMs": 30000,
     }
     started = time.monotonic()
@@ -101,7 +115,14 @@ def _assert_renders(report: dict[str, Any], *, seg: bool) -> None:
     assert steps["sr"].get("listed") and "SR" in steps["sr"]["text"], steps["sr"]
     sc = steps["sc"]
     assert "error" not in sc, sc["error"]
-    assert sc["coloured"] > 0.3 * sc["pixels"], "the colour difference map did not render in colour"
+    assert sc["nonBlack"] > 0.3 * sc["pixels"], "the colour difference map did not render (black viewport)"
+    # A real map is grey where the pair agrees and coloured only where it differs: ask for the
+    # colour the file itself has (scaled down to the viewport: resampling softens thin edges).
+    in_file = report["args"]["scColouredFraction"]
+    assert in_file > 0.001, f"the colour map under test is grey ({in_file:.2%} coloured): nothing to check"
+    assert sc["coloured"] >= SC_MIN_COLOURED_SHARE * in_file * sc["nonBlack"], (
+        f"the colour difference map did not render in colour: {sc['coloured'] / sc['nonBlack']:.2%} of the "
+        f"image coloured on screen, {in_file:.2%} in the file")
     if seg:
         overlay = steps["seg"]
         assert "error" not in overlay, overlay["error"][:500]

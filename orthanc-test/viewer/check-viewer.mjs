@@ -2,7 +2,7 @@
 //
 // Usage: node check-viewer.mjs '<json>' with
 //   {baseUrl, studyUid, studyTexts, imageSeries, segSeries, scSeries, srSeries, outDir, timeoutMs,
-//    segTimeoutMs}
+//    segTimeoutMs, scColouredFraction, scMinColouredShare}
 // (series are SeriesNumber values: OHIF's study browser tags thumbnails with data-series).
 // Prints one JSON object on stdout: pixel statistics of the viewport after each step, whether the
 // study list showed the study and the SR was listed, console errors, screenshot paths.
@@ -53,15 +53,18 @@ async function pixelStats(page, png) {
   }, png.toString('base64'));
 }
 
-// The first viewport's canvas: screenshot just its box so the UI chrome does not count.
+// The first viewport's canvas: screenshot just its box so the UI chrome does not count
+// (saved as `<name>.png` unless name is null).
 async function viewportShot(page, name, waitMs = timeout) {
   const canvas = page.locator('[data-cy="viewport-pane"] canvas').first();
   await canvas.waitFor({ state: 'visible', timeout: waitMs });
   const box = await canvas.boundingBox();
   const png = await page.screenshot({ clip: box });
-  const file = path.join(args.outDir, `${name}.png`);
-  fs.writeFileSync(file, png);
-  if (!result.screenshots.includes(file)) result.screenshots.push(file);
+  if (name != null) {
+    const file = path.join(args.outDir, `${name}.png`);
+    fs.writeFileSync(file, png);
+    if (!result.screenshots.includes(file)) result.screenshots.push(file);
+  }
   return pixelStats(page, png);
 }
 
@@ -97,9 +100,16 @@ async function step(name, fn) {
   }
 }
 
+// Open the study and wait until the hanging protocol's first image (the radiograph) is drawn.
+// Only then is the viewer ready for a reader's double-click: OHIF 3.13 leaves a viewport black
+// (overlay text and W/L of the clicked series, no pixels) when a thumbnail is double-clicked
+// before the initial display set has started loading. Thumbnails show before that; with
+// full-size images a reload takes seconds, so clicking as soon as they show hit the race.
 async function openViewer(page) {
   await page.goto(`${args.baseUrl}/viewer?StudyInstanceUIDs=${args.studyUid}`, { timeout });
   await page.locator(`[data-series="${args.imageSeries}"]`).first().waitFor({ state: 'visible', timeout });
+  const first = await waitViewport(page, null, (s) => s.nonBlack > 0.2 * s.pixels);
+  if (!first.satisfied) throw new Error(`the study's first image did not render: ${JSON.stringify(first)}`);
 }
 
 try {
@@ -151,11 +161,15 @@ try {
   }
 
   // 5. The colour SC (difference map) renders in colour; a fresh viewer, whatever the SEG did.
+  //    A difference map is mostly grey: wait for the share of colour the file has
+  //    (scColouredFraction, scaled by scMinColouredShare), not for a fixed one.
   if (args.scSeries != null) {
     await step('sc', async () => {
       await openViewer(page);
       await openSeries(page, args.scSeries);
-      const stats = await waitViewport(page, 'colour-map', (s) => s.coloured > 0.3 * s.pixels);
+      const minShare = (args.scMinColouredShare ?? 0.25) * (args.scColouredFraction ?? 0.3);
+      const ok = (s) => s.nonBlack > 0.3 * s.pixels && s.coloured >= minShare * s.nonBlack;
+      const stats = await waitViewport(page, 'colour-map', ok);
       await pageShot(page, 'viewer-colour-map');
       return stats;
     });
