@@ -31,6 +31,7 @@ ACCEPTED_MODALITIES = {"", "CR", "DX", "RG", "DR", "OT"}
 MIN_SIDE_PX = 256
 MIN_FIELD_MM = 150.0
 MIN_CONTRAST = 0.02
+MIN_NEIGHBOUR_CORRELATION = 0.5
 # Content plausibility on the working grid, as fractions of the image content area.
 MIN_PELVIS_FRACTION = 0.04
 MAX_PELVIS_FRACTION = 0.85
@@ -96,7 +97,30 @@ def pixel_problem(pixels: np.ndarray, spacing_mm: tuple[float, float] | None) ->
     full = float(sample.max() - sample.min())
     if full <= 0 or (hi - lo) < MIN_CONTRAST * max(full, 1e-6) or float(np.std(sample)) < 1e-6 * max(abs(hi), 1.0):
         return "blank image (no contrast)"
+    correlation = neighbour_correlation(pixels)
+    if correlation < MIN_NEIGHBOUR_CORRELATION:
+        return f"no image structure: neighbouring pixels are uncorrelated (r = {correlation:.2f}), noise not anatomy"
     return None
+
+
+def neighbour_correlation(pixels: np.ndarray, size: int = 256) -> float:
+    """Lag-1 autocorrelation (the smaller of rows and columns) at about ``size`` pixels.
+
+    Anatomy is smooth at that scale (radiographs here: 0.92-0.98); uncorrelated
+    noise is near 0, yet a segmentation network may still "find" a pelvis in it.
+    """
+    import cv2
+
+    image = np.asarray(pixels, np.float32)
+    scale = size / max(image.shape)
+    if scale < 1:
+        shape = (max(2, round(image.shape[1] * scale)), max(2, round(image.shape[0] * scale)))
+        image = cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+    centred = image - float(image.mean())
+    variance = float((centred * centred).mean()) or 1.0
+    along_rows = float((centred[:, 1:] * centred[:, :-1]).mean()) / variance
+    along_cols = float((centred[1:] * centred[:-1]).mean()) / variance
+    return min(along_rows, along_cols)
 
 
 def content_problem(seg: SegmentationOutput) -> str | None:
@@ -129,22 +153,60 @@ def operated_sides(seg: SegmentationOutput) -> dict[str, bool]:
     }
 
 
+def _side_fractions(seg: SegmentationOutput, segment: str) -> dict[str, float]:
+    """Per side: the fraction of the image content the side's ``segment`` covers."""
+    rows, cols = seg.transform.content_shape
+    area = float(rows * cols)
+    return {side: float((seg.work_map(f"{segment}_{side}")[:rows, :cols] > 0.5).sum()) / area for side in SIDES}
+
+
+def structures_present(seg: SegmentationOutput) -> dict[str, dict[str, bool]]:
+    """Per side, what the segmentation says is in the image: ``hip``, ``femur``, ``implant``.
+
+    A hip is there when its femoral head or an implant is; a femur when its
+    femur segment is (or an implant, whose stem stands in for the shaft).
+    """
+    operated = operated_sides(seg)
+    heads, femurs = _side_fractions(seg, "femoral_head"), _side_fractions(seg, "femur")
+    return {
+        side: {
+            "implant": operated[side],
+            "hip": operated[side] or heads[side] >= MIN_HIP_FRACTION,
+            "femur": operated[side] or femurs[side] >= MIN_HIP_FRACTION,
+        }
+        for side in SIDES
+    }
+
+
+_STRUCTURE_OF = {
+    "femoral_head_centre": "hip",
+    "greater_trochanter": "femur",
+    "lesser_trochanter": "femur",
+    "femoral_shaft_proximal": "femur",
+    "femoral_shaft_distal": "femur",
+    **{name: "implant" for name in POST_OP_ONLY_LANDMARKS},
+}
+"""Per-side landmarks and the structure whose presence makes them present (the pelvis
+points need only the pelvis, which :func:`content_problem` already required)."""
+
+
 def decide_landmarks(lm: LandmarkOutput, seg: SegmentationOutput) -> dict[str, tuple[float, float] | None]:
     """Present landmarks keep their regressed position; absent ones are null.
 
-    A landmark is present when its disc peak passes the threshold; post-op
-    points (cup rim, stem tip) additionally need an implant on that side in the
-    segmentation, and a point outside the image is null (out of field).
+    Presence is decided from the segmentation, as the spec asks: a femur point
+    needs that femur, the head centre that hip (native head or implant), a cup
+    rim or stem point an implant on that side. The network returns exactly one
+    point per landmark; a point outside the image is null (out of field).
     """
-    operated = operated_sides(seg)
+    present = structures_present(seg)
     src_rows, src_cols = seg.transform.source_shape
     out: dict[str, tuple[float, float] | None] = {}
     for name in LANDMARKS:
         x, y = lm.source_xy[name]
-        ok = lm.present(name) and -0.5 <= x <= src_cols - 0.5 and -0.5 <= y <= src_rows - 0.5
+        ok = -0.5 <= x <= src_cols - 0.5 and -0.5 <= y <= src_rows - 0.5
         base, _, side = name.rpartition("_")
-        if side in SIDES and base in POST_OP_ONLY_LANDMARKS and not operated[side]:
-            ok = False
+        if side in SIDES and base in _STRUCTURE_OF:
+            ok = ok and present[side][_STRUCTURE_OF[base]]
         out[name] = (x, y) if ok else None
     return out
 

@@ -1,8 +1,9 @@
 """The SGR landmark model: preprocess -> predict -> postprocess on the source grid.
 
 The network returns exactly one coordinate per landmark; whether the landmark
-is present is decided here from its disc probability peak and, by the
-analyzer, from the segmentation (implant points need an implant).
+is present is decided by the analyzer from the segmentation (a femur point
+needs that femur, implant points an implant). The disc peaks are kept as
+``presence`` for inspection.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from models.algorithms.vocabulary import LANDMARKS
 from models.inference.preprocess import GridTransform
 from models.inference.runtime import WEIGHTS_ROOT, OnnxModel, run_session
 
-PRESENCE_THRESHOLD = 0.5
-"""Disc probability peak above which a landmark counts as present."""
-
 
 @dataclass
 class LandmarkOutput:
@@ -27,9 +25,6 @@ class LandmarkOutput:
     source_xy: dict[str, tuple[float, float]]
     work_xy: dict[str, tuple[float, float]]
     presence: dict[str, float]
-
-    def present(self, name: str, threshold: float = PRESENCE_THRESHOLD) -> bool:
-        return self.presence.get(name, 0.0) >= threshold
 
 
 class LandmarkModel(OnnxModel):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
-from models.inference.analyzer import Header, content_problem, decide_landmarks, header_problem, measure, pixel_problem
+from models.inference.analyzer import (
+    Header,
+    content_problem,
+    decide_landmarks,
+    header_problem,
+    measure,
+    pixel_problem,
+)
 from models.inference.landmarks import LandmarkOutput
 from models.inference.preprocess import grid_transform
 from models.inference.segmentation import SegmentationOutput
@@ -31,8 +38,10 @@ def test_header_table(header: Header, reason: str | None):
 
 def test_pixel_checks():
     rng = np.random.default_rng(0)
-    ok = rng.random((400, 500)).astype(np.float32)
+    yy, xx = np.mgrid[0:400, 0:500]
+    ok = (np.sin(xx / 40.0) * np.cos(yy / 55.0) + 0.05 * rng.random((400, 500))).astype(np.float32)
     assert pixel_problem(ok, (0.5, 0.5)) is None
+    assert "noise" in pixel_problem(rng.random((400, 500)).astype(np.float32), (0.5, 0.5))
     assert "too small" in pixel_problem(ok[:100], (0.5, 0.5))
     assert "field of view" in pixel_problem(ok, (0.2, 0.2))
     assert "blank" in pixel_problem(np.full((400, 500), 3.0, np.float32), None)
@@ -68,18 +77,33 @@ def _landmarks(presence: float = 0.9) -> LandmarkOutput:
 
 
 def test_implant_points_are_null_without_an_implant():
-    seg = _seg({"pelvis": _box(5, 40, 5, 60), "implant_left": _box(40, 60, 40, 48)})
+    seg = _seg({"pelvis": _box(5, 40, 5, 60), "implant_left": _box(40, 60, 40, 48),
+                "femoral_head_right": _box(38, 44, 12, 18), "femur_right": _box(38, 62, 8, 20)})
     out = decide_landmarks(_landmarks(), seg)
     assert set(out) == set(LANDMARKS)
     for name in ("cup_rim_lateral", "cup_rim_medial", "stem_tip"):
         assert out[f"{name}_right"] is None
         assert out[f"{name}_left"] is not None
     assert out["femoral_head_centre_right"] == (10.0 + LANDMARKS.index("femoral_head_centre_right"), 20.0)
+    assert out["femoral_head_centre_left"] is not None  # the prosthetic head's centre
 
 
-def test_weak_discs_and_out_of_field_points_are_null():
+def test_presence_comes_from_the_segmentation_not_the_disc_peak():
+    """Weak discs do not hide a segmented structure; a missing structure hides its points."""
+    pelvis_only = _seg({"pelvis": _box(5, 40, 5, 60)})
+    out = decide_landmarks(_landmarks(0.01), pelvis_only)
+    assert out["pubic_symphysis"] is not None and out["ischial_tuberosity_left"] is not None
+    per_side = ("femoral_head_centre", "greater_trochanter", "lesser_trochanter",
+                "femoral_shaft_proximal", "femoral_shaft_distal", "cup_rim_lateral", "stem_tip")
+    assert all(out[f"{name}_{side}"] is None for name in per_side for side in ("right", "left"))
+    with_femur = _seg({"pelvis": _box(5, 40, 5, 60), "femur_left": _box(38, 62, 44, 56)})
+    out = decide_landmarks(_landmarks(0.01), with_femur)
+    assert out["lesser_trochanter_left"] is not None and out["femoral_head_centre_left"] is None
+    assert out["lesser_trochanter_right"] is None
+
+
+def test_out_of_field_points_are_null():
     seg = _seg({"pelvis": _box(5, 40, 5, 60)})
-    assert all(v is None for v in decide_landmarks(_landmarks(0.2), seg).values())
     far = _landmarks()
     far.source_xy["pubic_symphysis"] = (200.0, 20.0)
     assert decide_landmarks(far, seg)["pubic_symphysis"] is None
