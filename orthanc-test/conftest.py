@@ -1,9 +1,10 @@
 """Fixtures of the Orthanc + OHIF harness suite (``pytest -m harness``; part of ``make test``).
 
 The receiver that Orthanc routes hip studies to is chosen in one place:
-``RECEIVER`` below (or ``HIPNODE_HARNESS_RECEIVER``). ``"storescp"`` is DCMTK's
-storescp standing in for the node, with the test sending results back as the
-node would; ``"node"`` runs ``python -m node serve`` and waits for its own results.
+``RECEIVER`` below (or ``HIPNODE_HARNESS_RECEIVER``). ``"node"`` (the default)
+runs ``python -m node serve`` and waits for its own results; ``"storescp"`` is
+DCMTK's storescp standing in for the node, with the test sending results back
+as the node would (quicker, and independent of the model weights).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ for _path in (HERE, HERE.parent):  # the harness package, and the project (node.
 from harness.pair import SyntheticPair, make_pair  # noqa: E402
 from harness.stack import CACHE_DIR, OHIF_DIST, REPO_ROOT  # noqa: E402
 
-# The one line to change once the pipeline sends results: "storescp" (stand-in) or "node".
-RECEIVER = os.environ.get("HIPNODE_HARNESS_RECEIVER", "storescp")
+# "node" (the real pipeline) or "storescp" (stand-in).
+RECEIVER = os.environ.get("HIPNODE_HARNESS_RECEIVER", "node")
 if RECEIVER not in ("storescp", "node"):
     raise RuntimeError(f"HIPNODE_HARNESS_RECEIVER must be 'storescp' or 'node', not {RECEIVER!r}")
 REQUIRED_TOOLS = ["/usr/sbin/Orthanc", "storescu", "storescp", "echoscu", "nsenter", "unshare", "ip",
