@@ -1,7 +1,8 @@
 """LinAlign's colour difference map (CDM).
 
 The pre-op image is warped onto the post-op grid with the perspective
-homography, both are intensity-normalized, and the pair becomes one YCbCr
+homography, both are intensity-normalized over the pixels they share, and
+the pair becomes one YCbCr
 image: luminance ``Y = (I1' + I2) / 2`` shows the anatomy, chrominance
 ``Cr = Cb = (I2 - I1') / 2`` shows the change (magenta where post-op is
 brighter, e.g. new metal; green where pre-op was brighter). It is converted to
@@ -57,8 +58,12 @@ def colour_difference_map(pre: np.ndarray, post: np.ndarray, h_pre_to_post: np.n
     warped, footprint = warp_to(pre, h_pre_to_post, post.shape)
     if not footprint.any():
         raise ValueError("the homography maps the pre-op image entirely outside the post-op image")
+    # Both scaled by percentiles of the same pixels (the overlap): with the post-op
+    # image's own full-field percentiles (collimation borders, soft tissue the pre-op
+    # never covered) unchanged bone came out magenta (median chroma +0.09 on a
+    # synthetic pair; -0.005 with the shared region).
     i1 = normalize_intensity(warped, footprint)
-    i2 = normalize_intensity(post)
+    i2 = normalize_intensity(post, footprint)
     i1 = np.where(footprint, i1, i2)
     y = (i1 + i2) / 2.0
     chroma = (i2 - i1) / 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -57,3 +58,15 @@ def test_map_entirely_outside_is_an_error() -> None:
     image = np.ones((10, 10), np.float32)
     with pytest.raises(ValueError, match="outside"):
         colour_difference_map(image, image, np.array([[1, 0, 500.0], [0, 1, 0], [0, 0, 1]]))
+
+
+def test_unchanged_anatomy_stays_grey_whatever_lies_outside_the_overlap() -> None:
+    """Post-op has a bright strip the pre-op never covered: it must not tint the overlap."""
+    rng = np.random.default_rng(1)
+    pre = cv2.GaussianBlur(rng.uniform(0, 100, size=(60, 80)).astype(np.float32), (0, 0), 3)
+    shift = np.array([[1, 0, 20.0], [0, 1, 0], [0, 0, 1]])
+    post, footprint = warp_to(pre, shift, pre.shape)
+    post[~footprint] = 400.0  # e.g. an uncollimated, overexposed margin
+    rgb = colour_difference_map(pre, post, shift).astype(int)
+    inside = rgb[:, 25:]
+    assert np.median(np.abs(inside[..., 0] - inside[..., 1])) <= 2  # no magenta or green cast
