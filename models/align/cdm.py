@@ -15,7 +15,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-
 PERCENTILE_SAMPLE = 1_000_000
 
 
