@@ -27,7 +27,7 @@ class Matches:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return int(len(self.points_pre))
+        return len(self.points_pre)
 
 
 class Matcher(Protocol):
@@ -137,6 +137,7 @@ MATCHERS: tuple[str, ...] = ("sift", "disk_lightglue")
 
 
 @functools.lru_cache(maxsize=4)
+@functools.cache
 def get_matcher(name: str) -> Matcher:
     """The named matcher, built once per process (ONNX sessions are expensive to create)."""
     if name == "sift":

@@ -288,9 +288,14 @@ class HipAnalyzer:
 _default: HipAnalyzer | None = None
 
 
-def analyze_radiograph(radiograph: RadiographLike) -> ImageAnalysis:
-    """Analyse one radiograph with the committed reference weights (sessions cached per process)."""
+def default_analyzer() -> HipAnalyzer:
+    """The analyzer with the committed reference weights, one per process."""
     global _default
     if _default is None:
         _default = HipAnalyzer()
-    return _default(radiograph)
+    return _default
+
+
+def analyze_radiograph(radiograph: RadiographLike) -> ImageAnalysis:
+    """Analyse one radiograph with the committed reference weights (sessions cached per process)."""
+    return default_analyzer()(radiograph)

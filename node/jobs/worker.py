@@ -112,6 +112,12 @@ def _worker_main(settings_json: str, index: int, stop_event: Any, log_level: str
     )
     log.info("worker started", extra={"worker": ctx.worker})
     try:
+        from node.pipeline.compute import warm_up
+
+        log.info("models warmed up", extra={"worker": ctx.worker, **warm_up()})
+    except Exception as exc:  # noqa: BLE001  (any model problem; the jobs report it themselves)
+        log.warning("model warm-up failed", extra={"worker": ctx.worker, "reason": str(exc)})
+    try:
         work_loop(ctx, job_handlers(), lambda: stop_event.is_set() or parent_gone())
     finally:
         engine.dispose()

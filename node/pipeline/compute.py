@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from pydicom.dataset import Dataset
 
@@ -38,10 +39,33 @@ class AnalysedImage:
         return self.radiograph.dataset
 
 
+def warm_up(matcher: str = DEFAULT_MATCHER) -> dict[str, float]:
+    """Load the analysis and matching models and run each once; returns seconds per part.
+
+    A worker does this at start so the first study it analyses does not pay for
+    ONNX session creation and onnxruntime's first-run allocations (about 1 s).
+    """
+    from models.align.matching import get_matcher
+    from models.inference.analyzer import default_analyzer
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    analyzer = default_analyzer()
+    for model in (analyzer.segmentation, analyzer.landmarks):
+        size = model.manifest.work_size
+        model.predict(np.zeros((size, size), np.float32))
+    seconds["analysis_models"] = round(time.perf_counter() - start, 2)
+    rng = np.random.default_rng(0)
+    film = cv2.GaussianBlur(rng.random((2048, 2560), dtype=np.float32), (0, 0), 8)  # a full-size film's shape
+    start = time.perf_counter()
+    get_matcher(matcher).match(film, film[::-1].copy())
+    seconds["matcher"] = round(time.perf_counter() - start, 2)
+    return seconds
+
+
 def analyse(radiograph: Radiograph) -> AnalysedImage:
     """Run the committed segmentation + landmark models on one radiograph."""
     from models.inference.analyzer import analyze_radiograph
-
     from node.pipeline.artifacts import quantise_probability
 
     analysis = analyze_radiograph(radiograph)
