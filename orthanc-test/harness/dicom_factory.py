@@ -1,8 +1,9 @@
 """Small synthetic DICOM objects for the harness: an AP pelvis DX For Presentation
 and result objects like the node's (SEG, colour SC, TID 1500 SR).
 
-They stand in until the synthetic generator (``hipnode synth``) and the result
-encoders land; the harness needs realistic headers and pixels, not anatomy.
+The hip pair itself comes from ``hipnode synth`` (``harness/pair.py``); this
+DX is the chest image that routing must leave alone, and the result objects are
+what the storescp stand-in mode sends back in the node's place.
 """
 
 from __future__ import annotations
