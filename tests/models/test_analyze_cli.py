@@ -138,9 +138,11 @@ def test_content_check_with_a_lying_header(tmp_path: Path, case: str):
     """Header says PELVIS AP; the committed reference segmentation must find no pelvis.
 
     Uses the reference weights (trained on synthetic pelvis radiographs), not the
-    toy models: it is their behaviour that matters. The chest-like image is crude;
-    the reference model found 3.1% pelvis in it against a 4% threshold, so this
-    margin is small and the test says so if a retrained model moves it.
+    toy models: it is their behaviour that matters. The chest-like image is crude:
+    0.1.0 found 3.1% pelvis in it (threshold 4%); 0.2.0 finds 14.7% pelvis but no
+    femoral head or implant, which is what refuses it now. The margins are thin,
+    and this test says so if a retrained model moves them. White noise is refused
+    before the model (no spatial structure).
     """
     pixels = _chest_pixels() if case == "chest" else np.random.default_rng(0).integers(0, 4000, (400, 500))
     out = tmp_path / "out.json"
