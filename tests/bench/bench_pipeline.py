@@ -1,6 +1,6 @@
 """Pipeline latency: last instance of a pair arriving -> all its results acknowledged by the destination.
 
-A real ``python -m node serve`` (one worker) and DCMTK storescp as the destination.
+A real ``python -m node serve`` (one worker unless ``--workers``) and DCMTK storescp as the destination.
 The pre-op study is sent first and processed (the worker loads its models then);
 the clock runs from the post-op instance's receipt (``instance.received_at``) to
 the last ``delivery.delivered_at`` of the post-op image's and the pair's results.
@@ -56,9 +56,10 @@ def _event_time(session, job_id: int, state: str) -> dt.datetime | None:
     return None if row is None else _utc(row.created_at)
 
 
-def measure(pair: Path, work: Path, quiet_seconds: float) -> dict[str, object]:
+def measure(pair: Path, work: Path, quiet_seconds: float, workers: int = 1) -> dict[str, object]:
     dest = ps.StoreSCP(work / "received").start()
-    node = NodeProcess(work / "node", config=ps.pipeline_config(dest, quiet_seconds=quiet_seconds))
+    config = ps.pipeline_config(dest, quiet_seconds=quiet_seconds, workers=workers)
+    node = NodeProcess(work / "node", config=config)
     try:
         node.start()
         ps.send(node, pair / "pre.dcm")
@@ -188,14 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         "--quiet-seconds", type=float, default=2.0, help="the node's completion timer"
     )
     parser.add_argument("--keep", type=Path, help="keep the node's storage and log here")
+    parser.add_argument("--workers", type=int, default=1, help="the node's analysis worker processes")
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
     pair = args.pair or ps.synth_pair(work / "synth", seed=args.seed, size=args.size)
     load_before = os.getloadavg()
-    report = measure(pair, work, args.quiet_seconds)
+    report = measure(pair, work, args.quiet_seconds, args.workers)
     load_after = os.getloadavg()
-    print(f"pipeline latency, pair {pair} (completion timer {args.quiet_seconds:g} s, 1 worker)")
+    print(f"pipeline latency, pair {pair} (completion timer {args.quiet_seconds:g} s, {args.workers} worker(s))")
     for name, seconds in report["stages"]:  # type: ignore[union-attr]
         print(f"  {name:<52} {seconds:8.3f} s")
     if not report["pair_job"]:

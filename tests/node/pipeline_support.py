@@ -122,8 +122,8 @@ class StoreSCP:
             self.proc.wait(timeout=10)
 
 
-def pipeline_config(dest: StoreSCP, quiet_seconds: float = 1.5) -> dict[str, Any]:
-    """A node that completes a study ``quiet_seconds`` after its last instance, one worker."""
+def pipeline_config(dest: StoreSCP, quiet_seconds: float = 1.5, workers: int = 1) -> dict[str, Any]:
+    """A node that completes a study ``quiet_seconds`` after its last instance (one worker by default)."""
     return {
         "destinations": [
             {"name": "pacs", "ae_title": dest.ae_title, "host": "127.0.0.1", "port": dest.port}
@@ -131,7 +131,7 @@ def pipeline_config(dest: StoreSCP, quiet_seconds: float = 1.5) -> dict[str, Any
         "completion": {"quiet_seconds": quiet_seconds, "early_on_expected_views": False},
         "outbox": {"poll_seconds": 0.1, "initial_backoff_seconds": 0.3, "max_backoff_seconds": 2.0},
         "timeouts": {"connection_seconds": 5},
-        "workers": 1,
+        "workers": workers,
     }
 
 
