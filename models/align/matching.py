@@ -137,7 +137,6 @@ MATCHERS: tuple[str, ...] = ("sift", "disk_lightglue")
 
 
 @functools.lru_cache(maxsize=4)
-@functools.cache
 def get_matcher(name: str) -> Matcher:
     """The named matcher, built once per process (ONNX sessions are expensive to create)."""
     if name == "sift":

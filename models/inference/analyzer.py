@@ -132,25 +132,15 @@ def content_problem(seg: SegmentationOutput) -> str | None:
         return f"no pelvis found in the image content (pelvis {100 * pelvis:.1f}% of the image)"
     if pelvis > MAX_PELVIS_FRACTION:
         return f"implausible pelvis segmentation ({100 * pelvis:.0f}% of the image)"
-    hips = 0
-    for side in SIDES:
-        head = float((seg.work_map(f"femoral_head_{side}")[:rows, :cols] > 0.5).sum()) / area
-        implant = float((seg.work_map(f"implant_{side}")[:rows, :cols] > 0.5).sum()) / area
-        if head >= MIN_HIP_FRACTION or implant >= MIN_HIP_FRACTION:
-            hips += 1
-    if hips == 0:
+    heads, implants = _side_fractions(seg, "femoral_head"), _side_fractions(seg, "implant")
+    if not any(heads[side] >= MIN_HIP_FRACTION or implants[side] >= MIN_HIP_FRACTION for side in SIDES):
         return "no femoral head or hip implant found in the image content"
     return None
 
 
 def operated_sides(seg: SegmentationOutput) -> dict[str, bool]:
     """Per side: does the segmentation hold enough implant to call the hip operated?"""
-    rows, cols = seg.transform.content_shape
-    area = float(rows * cols)
-    return {
-        side: float((seg.work_map(f"implant_{side}")[:rows, :cols] > 0.5).sum()) / area >= IMPLANT_MIN_FRACTION
-        for side in SIDES
-    }
+    return {side: fraction >= IMPLANT_MIN_FRACTION for side, fraction in _side_fractions(seg, "implant").items()}
 
 
 def _side_fractions(seg: SegmentationOutput, segment: str) -> dict[str, float]:
