@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,6 +24,8 @@ from models.algorithms.measurements import compute_measurements
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
 from models.algorithms.vocabulary import LANDMARKS, MEASUREMENT_UNITS, POST_OP_ONLY_LANDMARKS, SIDES
 from models.inference.landmarks import LandmarkModel, LandmarkOutput
+from models.inference.refine import FineHipModel, FineLandmarkModel
+from models.inference.runtime import WEIGHTS_ROOT
 from models.inference.segmentation import SegmentationModel, SegmentationOutput
 
 ACCEPTED_BODY_PARTS = {"", "PELVIS", "HIP", "HIPS", "LHIP", "RHIP", "HIPJOINT", "HIP JOINT", "PELVIS HIP"}
@@ -214,17 +217,61 @@ def measure(
     return {k: (v if MEASUREMENT_UNITS[k] == "deg" else None) for k, v in values.items()}
 
 
-class HipAnalyzer:
-    """Segmentation + landmark models with their sessions, reused across calls."""
+def _in_image(xy: tuple[float, float], shape: tuple[int, int]) -> bool:
+    return -0.5 <= xy[0] <= shape[1] - 0.5 and -0.5 <= xy[1] <= shape[0] - 0.5
 
-    def __init__(self, segmentation: SegmentationModel | None = None, landmarks: LandmarkModel | None = None) -> None:
+
+class HipAnalyzer:
+    """Coarse segmentation + landmark models and the optional fine stage, sessions reused across calls."""
+
+    def __init__(self, segmentation: SegmentationModel | None = None, landmarks: LandmarkModel | None = None,
+                 fine_landmarks: FineLandmarkModel | None = None, fine_hips: FineHipModel | None = None) -> None:
         self.segmentation = segmentation or SegmentationModel()
         self.landmarks = landmarks or LandmarkModel()
+        self.fine_landmarks = fine_landmarks
+        self.fine_hips = fine_hips
+
+    @classmethod
+    def from_weights(cls, root: Path = WEIGHTS_ROOT) -> HipAnalyzer:
+        """The models under ``root`` (``segment/``, ``landmarks/``; the fine stage when its folders exist)."""
+        root = Path(root)
+        fine_lm, fine_hip = root / "landmarks_fine", root / "hip_fine"
+        return cls(SegmentationModel(root / "segment"), LandmarkModel(root / "landmarks"),
+                   FineLandmarkModel(fine_lm) if (fine_lm / "manifest.json").is_file() else None,
+                   FineHipModel(fine_hip) if (fine_hip / "manifest.json").is_file() else None)
+
+    @property
+    def models(self) -> tuple[Any, ...]:
+        return tuple(m for m in (self.segmentation, self.landmarks, self.fine_landmarks, self.fine_hips)
+                     if m is not None)
 
     @property
     def algorithms(self) -> tuple[AlgorithmInfo, ...]:
-        return tuple(AlgorithmInfo(m.manifest.name, m.manifest.version)
-                     for m in (self.segmentation, self.landmarks))
+        return tuple(AlgorithmInfo(m.manifest.name, m.manifest.version) for m in self.models)
+
+    def refine_landmarks(self, pixels: np.ndarray, spacing: tuple[float, float],
+                         landmarks: dict[str, tuple[float, float] | None]) -> dict[str, tuple[float, float] | None]:
+        """Present landmarks re-read by the fine model (absent ones stay null; out of field becomes null)."""
+        if self.fine_landmarks is None:
+            return landmarks
+        level = self.fine_landmarks.level(pixels, spacing)
+        refined = self.fine_landmarks.refine(level, {n: xy for n, xy in landmarks.items() if xy is not None})
+        out = dict(landmarks)
+        for name, xy in refined.items():
+            out[name] = xy if _in_image(xy, pixels.shape) else None
+        return out
+
+    def refine_hip_masks(self, pixels: np.ndarray, spacing: tuple[float, float],
+                         landmarks: dict[str, tuple[float, float] | None], masks: dict[str, np.ndarray]) -> None:
+        """Replace head, roof, joint space and implant masks around each present head centre by the fine model's."""
+        if self.fine_hips is None:
+            return
+        centres = {side: xy for side in SIDES if (xy := landmarks.get(f"femoral_head_centre_{side}")) is not None}
+        level = self.fine_hips.level(pixels, spacing)
+        for hip in self.fine_hips.segment(level, pixels.shape, centres):
+            x0, y0, x1, y1 = hip.window
+            for segment, probability in hip.probabilities.items():
+                masks[f"{segment}_{hip.side}"][y0:y1, x0:x1] = probability >= 0.5
 
     def __call__(self, radiograph: RadiographLike) -> ImageAnalysis:
         timings: dict[str, float] = {}
@@ -262,11 +309,16 @@ class HipAnalyzer:
         lm = lm_model.postprocess(*lm_model.predict(lm_work), lm_tf)
         lap("landmarks")
         result.masks = seg.source_masks()
+        result.landmarks = decide_landmarks(lm, seg)
+        lap("postprocess")
+        if spacing is not None:  # crops are cut in mm: without a spacing the coarse result stands
+            result.landmarks = self.refine_landmarks(radiograph.pixels, spacing, result.landmarks)
+            lap("fine_landmarks")
+            self.refine_hip_masks(radiograph.pixels, spacing, result.landmarks, result.masks)
+            lap("fine_hips")
         for side, operated in operated_sides(seg).items():
             if not operated:  # spurious implant pixels on a native hip
                 result.masks[f"implant_{side}"] = np.zeros_like(result.masks[f"implant_{side}"])
-        result.landmarks = decide_landmarks(lm, seg)
-        lap("postprocess")
         result.measurements = measure(result.landmarks, spacing, result.masks)
         lap("measure")
         result.algorithms = self.algorithms
@@ -282,7 +334,7 @@ def default_analyzer() -> HipAnalyzer:
     """The analyzer with the committed reference weights, one per process."""
     global _default
     if _default is None:
-        _default = HipAnalyzer()
+        _default = HipAnalyzer.from_weights()
     return _default
 
 

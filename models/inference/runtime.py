@@ -92,9 +92,14 @@ def session_for(manifest: Manifest, providers: list[str] | None = None) -> Any:
 
 def run_session(manifest: Manifest, image: np.ndarray) -> list[np.ndarray]:
     """Run a model on one (S, S) working-grid image; returns its outputs without the batch axis."""
+    return [o[0] for o in run_batch(manifest, np.asarray(image)[None])]
+
+
+def run_batch(manifest: Manifest, images: np.ndarray) -> list[np.ndarray]:
+    """Run a model on a stack of (N, S, S) images at once; returns its outputs with the batch axis."""
     sess = session_for(manifest)
-    outputs = sess.run(None, {"image": np.ascontiguousarray(image[None, None], dtype=np.float32)})
-    return [np.asarray(o)[0] for o in outputs]
+    outputs = sess.run(None, {"image": np.ascontiguousarray(images[:, None], dtype=np.float32)})
+    return [np.asarray(o) for o in outputs]
 
 
 class OnnxModel:

@@ -204,11 +204,9 @@ class _Image:
 def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None) -> Scores:
     """Run the ONNX analysis under ``weights`` (segment/, landmarks/) on dataset samples."""
     from models.inference.analyzer import HipAnalyzer
-    from models.inference.landmarks import LandmarkModel
-    from models.inference.segmentation import SegmentationModel
     from models.training.dataset import list_samples
 
-    analyzer = HipAnalyzer(SegmentationModel(weights / "segment"), LandmarkModel(weights / "landmarks"))
+    analyzer = HipAnalyzer.from_weights(weights)
     scores = Scores()
     for ref in list_samples(data):
         if anatomy is not None and str(ref.meta.get("anatomy", "")) not in anatomy:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
+from models.inference.crops import FINE_HIP_SEGMENTS, FINE_LANDMARK_TYPES
 from models.training.networks import ExportLandmarks, ExportSegmentation, SGRLandmarkNet, UNet
 
 MODEL_FILE = "model.onnx"
@@ -26,6 +27,16 @@ LICENCES = {
     "training_anatomy": "MIT: pelvic label maps from yuta-hi/pelvic-annonation (TCIA Pelvic-Reference-Data), "
     "see models/synth/pelvic_ref/LICENSE",
 }
+
+
+COARSE_PREPROCESSING = (
+    "models/inference/preprocess.py to_work_grid: isotropic resampling from the calibration (longer side fitted "
+    "to the grid), 5-95 percentile clipping then min-max to [0,1], zero padding bottom/right; bright = dense "
+    "(MONOCHROME1 inverted)")
+FINE_PREPROCESSING = (
+    "models/inference/crops.py: the radiograph area-resampled to crop.mm_per_px (isotropic, from the calibration), "
+    "5-95 percentile clipping then min-max to [0,1] over the whole image, then a size x size crop centred on the "
+    "coarse estimate, mirrored left-right for left-side structures (zeros outside the image); bright = dense")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -51,26 +62,28 @@ def export_model(
     onnx_path = out / MODEL_FILE
     dummy = torch.zeros(1, 1, size, size)
     model = model.eval().cpu()
-    if task == "segment":
+    if task in ("segment", "hip-fine"):
         if not isinstance(model, UNet):
-            raise TypeError("segment task needs a UNet")
+            raise TypeError(f"{task} task needs a UNet")
+        labels = list(SEGMENTS) if task == "segment" else list(FINE_HIP_SEGMENTS)
         wrapper: torch.nn.Module = ExportSegmentation(model)
         output_names = ["probabilities"]
-        outputs = [{"name": "probabilities", "shape": ["N", len(SEGMENTS), size, size],
-                    "meaning": "sigmoid probability per segment", "labels": list(SEGMENTS)}]
-        name = "hipnode-segment"
-    elif task == "landmarks":
+        outputs = [{"name": "probabilities", "shape": ["N", len(labels), size, size],
+                    "meaning": "sigmoid probability per segment", "labels": labels}]
+        name = "hipnode-segment" if task == "segment" else "hipnode-hip-fine"
+    elif task in ("landmarks", "landmarks-fine"):
         if not isinstance(model, SGRLandmarkNet):
-            raise TypeError("landmarks task needs an SGRLandmarkNet")
+            raise TypeError(f"{task} task needs an SGRLandmarkNet")
+        labels = list(LANDMARKS) if task == "landmarks" else list(FINE_LANDMARK_TYPES)
         wrapper = ExportLandmarks(model)
         output_names = ["disc_probabilities", "coordinates"]
         outputs = [
-            {"name": "disc_probabilities", "shape": ["N", len(LANDMARKS), size, size],
-             "meaning": "probability of the disc around each landmark", "labels": list(LANDMARKS)},
-            {"name": "coordinates", "shape": ["N", len(LANDMARKS), 2],
-             "meaning": "regressed (x, y) working-grid pixels per landmark", "labels": list(LANDMARKS)},
+            {"name": "disc_probabilities", "shape": ["N", len(labels), size, size],
+             "meaning": "probability of the disc around each landmark", "labels": labels},
+            {"name": "coordinates", "shape": ["N", len(labels), 2],
+             "meaning": "regressed (x, y) working-grid pixels per landmark", "labels": labels},
         ]
-        name = "hipnode-landmarks"
+        name = "hipnode-landmarks" if task == "landmarks" else "hipnode-landmarks-fine"
     else:
         raise ValueError(f"unknown task {task!r}")
     wrapper.eval()  # export restores the wrapper's mode afterwards: it must be eval, or BN flips to training
@@ -88,9 +101,7 @@ def export_model(
         "sha256": sha256_file(onnx_path),
         "inputs": [{
             "name": "image", "shape": ["N", 1, size, size], "dtype": "float32",
-            "preprocessing": "models/inference/preprocess.py to_work_grid: isotropic resampling from the "
-            "calibration (longer side fitted to the grid), 5-95 percentile clipping then min-max to [0,1], "
-            "zero padding bottom/right; bright = dense (MONOCHROME1 inverted)",
+            "preprocessing": FINE_PREPROCESSING if task in ("hip-fine", "landmarks-fine") else COARSE_PREPROCESSING,
         }],
         "outputs": outputs,
         "work_size": size,

@@ -37,9 +37,7 @@ def _write_json(path: Path, payload: dict[str, object]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from models.inference.analyzer import HipAnalyzer, analyze_radiograph
-    from models.inference.landmarks import LandmarkModel
     from models.inference.runtime import ModelUnavailable
-    from models.inference.segmentation import SegmentationModel
     from node.imaging import UnreadableImage, load_radiograph
 
     if not args.image.is_file():
@@ -56,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     read_ms = round(1000 * (time.perf_counter() - t0), 2)
     try:
         if args.weights is not None:
-            analyzer = HipAnalyzer(SegmentationModel(args.weights / "segment"), LandmarkModel(args.weights / "landmarks"))
+            analyzer = HipAnalyzer.from_weights(args.weights)
             result = analyzer(radiograph)
         else:
             result = analyze_radiograph(radiograph)

@@ -1,4 +1,8 @@
-"""``hipnode train segment|landmarks --data DIR --out DIR``: train, export ONNX + manifest.
+"""``hipnode train segment|landmarks|landmarks-fine|hip-fine --data DIR --out DIR``: train, export ONNX + manifest.
+
+``segment`` and ``landmarks`` are the coarse whole-image models; ``landmarks-fine``
+and ``hip-fine`` the fine stage, trained on crops around each landmark / hip
+(``models/inference/crops.py``).
 
 DIR is a folder in the training-data format (``docs/training-data.md``):
 the synthetic dataset builder writes it, and so can a user for their own
@@ -17,16 +21,20 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+TASKS = ("segment", "landmarks", "landmarks-fine", "hip-fine")
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", choices=("segment", "landmarks"), help="which model to train")
+    parser.add_argument("task", choices=TASKS, help="which model to train")
     parser.add_argument("--data", type=Path, required=True, help="training folder (docs/training-data.md)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for model.onnx + manifest.json")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=192, help="working grid edge in pixels")
+    parser.add_argument("--size", type=int, help="working grid / crop edge in pixels (default 192; fine: 96 or 144)")
+    parser.add_argument("--mm-per-px", type=float, help="fine tasks: crop grid (default 0.75 landmarks-fine, 0.55 hip-fine)")
+    parser.add_argument("--jitter-mm", type=float, help="fine tasks: sigma of the crop centre's offset from the truth")
     parser.add_argument("--base-channels", type=int, default=8)
     parser.add_argument("--reg-channels", type=int, default=16, help="landmarks: regression CNN width")
     parser.add_argument("--exclude-anatomy", action="append", default=[], help="leave this anatomy out (repeatable)")
@@ -40,19 +48,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from models.training.crop_dataset import load_fine_sample
     from models.training.dataset import DatasetError, list_samples, load_folder
     from models.training.export import export_model
-    from models.training.train import TrainConfig, train
+    from models.training.train import FINE_DEFAULTS, FINE_TASKS, TrainConfig, train, train_fine
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    fine = args.task in FINE_TASKS
+    size = args.size or (int(FINE_DEFAULTS[args.task]["size"]) if fine else 192)
+    excluded = set(args.exclude_anatomy)
     try:
         cfg = TrainConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          size=args.size, base_channels=args.base_channels, reg_channels=args.reg_channels, augment=not args.no_augment,
-                          max_minutes=args.max_minutes, device=device)
+                          size=size, base_channels=args.base_channels, reg_channels=args.reg_channels,
+                          augment=not args.no_augment, max_minutes=args.max_minutes, device=device,
+                          mm_per_px=args.mm_per_px, jitter_mm=args.jitter_mm)
         refs = list_samples(args.data)
-        samples = load_folder(args.data, cfg.size, exclude_anatomy=set(args.exclude_anatomy) or None)
+        if fine:
+            kept = [r for r in refs if str(r.meta.get("anatomy", "")) not in excluded]
+            samples: list = [load_fine_sample(r, float(cfg.mm_per_px or 0), cfg.task == "hip-fine") for r in kept]
+        else:
+            samples = load_folder(args.data, cfg.size, exclude_anatomy=excluded or None)
     except (DatasetError, ValueError) as exc:
         log.error("cannot train", extra={"reason": str(exc)})
         return 2
@@ -60,11 +77,17 @@ def run(args: argparse.Namespace) -> int:
         log.error("no samples left after --exclude-anatomy")
         return 2
     header = json.loads((args.data / "dataset.json").read_text())
-    anatomies = sorted({str(s.meta.get("anatomy", "")) for s in samples})
-    model, summary = train(samples, cfg)
+    anatomies = sorted({str(s.anatomy if fine else s.meta.get("anatomy", "")) for s in samples})
+    try:
+        model, summary = train_fine(samples, cfg) if fine else train(samples, cfg)
+    except ValueError as exc:
+        log.error("cannot train", extra={"reason": str(exc)})
+        return 2
     training = {"dataset": str(args.data), "dataset_header": header, "samples": len(samples),
                 "samples_in_folder": len(refs), "anatomies": anatomies, "run": summary}
-    manifest = export_model(model, args.task, args.out, cfg.size, args.version, training)
+    extra = {"crop": {"size": cfg.size, "mm_per_px": cfg.mm_per_px, "mirror_left": True,
+                      "jitter_mm": cfg.jitter_mm}} if fine else None
+    manifest = export_model(model, args.task, args.out, cfg.size, args.version, training, extra)
     print(json.dumps({"manifest": str(manifest), "epochs": summary["epochs_done"],
                       "final_loss": summary["final_loss"], "train_seconds": summary["train_seconds"]}))
     return 0

@@ -49,17 +49,15 @@ def main() -> int:
 
     from models.inference import runtime
     from models.inference.analyzer import HipAnalyzer
-    from models.inference.landmarks import LandmarkModel
-    from models.inference.segmentation import SegmentationModel
     from node.imaging import load_radiograph
 
     t0 = time.perf_counter()
     radiograph = load_radiograph(args.image) if args.image else _toy_radiograph()
     read_ms = 1000 * (time.perf_counter() - t0)
-    analyzer = HipAnalyzer(SegmentationModel(args.weights / "segment"), LandmarkModel(args.weights / "landmarks"))
+    analyzer = HipAnalyzer.from_weights(args.weights)
     t0 = time.perf_counter()
-    runtime.session_for(analyzer.segmentation.manifest)
-    runtime.session_for(analyzer.landmarks.manifest)
+    for model in analyzer.models:
+        runtime.session_for(model.manifest)
     load_ms = 1000 * (time.perf_counter() - t0)
     first = analyzer(radiograph)
     runs = [analyzer(radiograph).timings_ms for _ in range(args.repeat)]

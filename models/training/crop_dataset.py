@@ -1,0 +1,191 @@
+"""Training crops for the fine stage, read from the training-data folder format.
+
+Each sample is loaded once at full resolution, resampled to the fine model's
+mm grid (:func:`models.inference.crops.make_level`) and kept in memory as
+float16, with the hip segments packed into the bits of one uint8 map. Crops are
+cut per epoch around the true landmark or head centre *plus a random offset*
+(the coarse stage's error at inference), with a small rotation/scale, the
+left side mirrored, and the intensity augmentation of the coarse models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from models.algorithms.vocabulary import SIDES
+from models.inference.crops import (
+    FINE_HIP_SEGMENTS,
+    FINE_LANDMARK_TYPES,
+    Crop,
+    landmark_type,
+    make_level,
+    resample_mask,
+)
+from models.training.augment import AugmentConfig, disc_targets, intensity
+from models.training.dataset import DatasetError, SampleRef
+
+HIP_MASK_BITS: tuple[str, ...] = tuple(f"{seg}_{side}" for seg in FINE_HIP_SEGMENTS for side in SIDES)
+"""The 8 source segments packed into bit k of :attr:`FineSample.mask_bits` (k = index here)."""
+
+
+@dataclass
+class FineSample:
+    """One radiograph on the fine grid: image, labelled landmarks (level px, None = absent), packed masks."""
+
+    name: str
+    anatomy: str
+    image: np.ndarray  # float16 (rows, cols)
+    landmarks: dict[str, tuple[float, float] | None]
+    mask_bits: np.ndarray | None  # uint8 (rows, cols)
+    mask_labelled: tuple[bool, ...]  # per HIP_MASK_BITS
+
+
+def load_fine_sample(ref: SampleRef, mm_per_px: float, with_masks: bool) -> FineSample:
+    """Read one sample at full resolution and bring it onto the ``mm_per_px`` grid."""
+    spacing = ref.meta.get("pixel_spacing_mm")
+    if not spacing:
+        raise DatasetError(f"{ref.name}.json has no pixel_spacing_mm: the fine stage works in mm")
+    spacing_t = (float(spacing[0]), float(spacing[1]))  # type: ignore[index]
+    with np.load(ref.npz) as data:
+        if "image" not in data:
+            raise DatasetError(f"{ref.npz.name} has no 'image' array")
+        level = make_level(data["image"], spacing_t, mm_per_px)
+        bits, labelled = None, []
+        if with_masks:
+            bits = np.zeros(level.image.shape, np.uint8)
+            for k, key in enumerate(HIP_MASK_BITS):
+                labelled.append(key in data)
+                if key in data:
+                    bits |= resample_mask(data[key], level.image.shape).astype(np.uint8) << k
+    marks = ref.meta.get("landmarks") or {}
+    landmarks: dict[str, tuple[float, float] | None] = {}
+    for name, value in dict(marks).items():  # type: ignore[arg-type]
+        if value is None:
+            landmarks[name] = None
+            continue
+        x, y = float(value[0]), float(value[1])
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise DatasetError(f"{ref.name}.json: landmark {name} is not finite")
+        lx, ly = level.from_source(np.array([[x, y]]))[0]
+        landmarks[name] = (float(lx), float(ly))
+    return FineSample(ref.name, str(ref.meta.get("anatomy", "")), level.image.astype(np.float16), landmarks,
+                      bits, tuple(labelled))
+
+
+@dataclass(frozen=True)
+class CropAugment:
+    """Where the crop centre lands around the truth (the coarse error) and how the crop is transformed."""
+
+    jitter_mm: float = 6.0
+    rotate_deg: float = 8.0
+    scale: float = 0.08
+    intensity: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def off(cls) -> CropAugment:
+        return cls(0.0, 0.0, 0.0, AugmentConfig.off())
+
+
+def _random_crop(rng: np.random.Generator, centre: tuple[float, float], size: int, mirror: bool,
+                 aug: CropAugment, mm_per_px: float) -> Crop:
+    sigma = aug.jitter_mm / mm_per_px
+    offset = np.clip(rng.normal(0.0, sigma, 2), -3 * sigma, 3 * sigma) if sigma > 0 else np.zeros(2)
+    angle = rng.uniform(-aug.rotate_deg, aug.rotate_deg) if aug.rotate_deg else 0.0
+    scale = 1.0 + rng.uniform(-aug.scale, aug.scale) if aug.scale else 1.0
+    return Crop.around(np.asarray(centre) + offset, size, mirror=mirror, angle_deg=angle, scale=scale)
+
+
+def _image_tensor(crop: Crop, sample: FineSample, rng: np.random.Generator, aug: CropAugment) -> torch.Tensor:
+    image = crop.cut(sample.image.astype(np.float32))
+    cfg = aug.intensity
+    if cfg.intensity_scale > 0 or cfg.gamma > 0 or cfg.noise_sigma > 0:
+        image = intensity(image, rng, cfg)
+    return torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32))
+
+
+class LandmarkCropSet(Dataset):
+    """One item per present landmark: a crop around it (jittered) with every landmark type it shows.
+
+    Channels follow :data:`FINE_LANDMARK_TYPES`; a crop of one side supervises
+    that side's landmarks (and the symphysis) that fall inside it, so each crop
+    teaches several channels while inference reads only the channel it was cut for.
+    """
+
+    def __init__(self, samples: list[FineSample], size: int, mm_per_px: float, seed: int,
+                 aug: CropAugment, disc_radius_px: float = 3.0) -> None:
+        self.samples, self.size, self.mm_per_px, self.seed, self.aug = samples, size, mm_per_px, seed, aug
+        self.disc_radius_px = disc_radius_px
+        self.epoch = 0
+        self.items = [(i, name) for i, s in enumerate(samples) for name, xy in sorted(s.landmarks.items())
+                      if xy is not None and landmark_type(name)[0] in FINE_LANDMARK_TYPES]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        sample_index, name = self.items[index]
+        sample = self.samples[sample_index]
+        _, side = landmark_type(name)
+        mirror = side == "left" if side else bool(rng.random() < 0.5)
+        crop = _random_crop(rng, sample.landmarks[name], self.size, mirror, self.aug, self.mm_per_px)  # type: ignore[arg-type]
+        n = len(FINE_LANDMARK_TYPES)
+        coords = np.zeros((n, 2), np.float32)
+        labelled = np.zeros(n, np.float32)
+        present = np.zeros(n, np.float32)
+        for t, base in enumerate(FINE_LANDMARK_TYPES):
+            key = f"{base}_{side}" if side and base != "pubic_symphysis" else base
+            if key not in sample.landmarks or (side is None and key != name):
+                continue
+            labelled[t] = 1.0
+            xy = sample.landmarks[key]
+            if xy is None:
+                continue
+            uv = crop.from_level(np.array([xy]))[0]
+            if np.all((uv >= 0) & (uv <= self.size - 1)):
+                coords[t], present[t] = uv, 1.0
+        return {
+            "image": _image_tensor(crop, sample, rng, self.aug),
+            "discs": torch.from_numpy(disc_targets(coords, present, self.size, self.disc_radius_px)),
+            "coords": torch.from_numpy(coords),
+            "lm_labelled": torch.from_numpy(labelled),
+            "lm_present": torch.from_numpy(present),
+        }
+
+
+class HipCropSet(Dataset):
+    """One item per hip with a head centre: a crop around it (jittered) with that side's hip segments."""
+
+    def __init__(self, samples: list[FineSample], size: int, mm_per_px: float, seed: int, aug: CropAugment) -> None:
+        self.samples, self.size, self.mm_per_px, self.seed, self.aug = samples, size, mm_per_px, seed, aug
+        self.epoch = 0
+        self.items = [(i, side) for i, s in enumerate(samples) for side in SIDES
+                      if s.mask_bits is not None and s.landmarks.get(f"femoral_head_centre_{side}") is not None]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        sample_index, side = self.items[index]
+        sample = self.samples[sample_index]
+        centre = sample.landmarks[f"femoral_head_centre_{side}"]
+        crop = _random_crop(rng, centre, self.size, side == "left", self.aug, self.mm_per_px)  # type: ignore[arg-type]
+        bits = crop.cut(sample.mask_bits, nearest=True)  # type: ignore[arg-type]
+        masks = np.zeros((len(FINE_HIP_SEGMENTS), self.size, self.size), np.float32)
+        valid = np.zeros(len(FINE_HIP_SEGMENTS), np.float32)
+        for c, seg in enumerate(FINE_HIP_SEGMENTS):
+            k = HIP_MASK_BITS.index(f"{seg}_{side}")
+            if sample.mask_labelled[k]:
+                masks[c] = (bits >> k) & 1
+                valid[c] = 1.0
+        return {
+            "image": _image_tensor(crop, sample, rng, self.aug),
+            "masks": torch.from_numpy(masks),
+            "mask_valid": torch.from_numpy(valid),
+        }
