@@ -225,11 +225,23 @@ def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None)
 
 
 def rotation(data: Path, cfg_kwargs: dict[str, Any], out_dir: Path | None = None,
-             only: list[str] | None = None) -> dict[str, Any]:
-    """Train on all anatomies but one, test on that one, for each anatomy; returns the report dict."""
+             only: list[str] | None = None, fine: bool = False) -> dict[str, Any]:
+    """Train on all anatomies but one, test on that one, for each anatomy; returns the report dict.
+
+    ``fine``: also train the fine stage (``landmarks-fine``, ``hip-fine``, at their default crop grids) per fold.
+    """
+    from models.training.crop_dataset import load_fine_sample
     from models.training.dataset import list_samples, load_work_sample
     from models.training.export import export_model
-    from models.training.train import TrainConfig, train
+    from models.training.train import (
+        FINE_DEFAULTS,
+        FINE_TASKS,
+        TrainConfig,
+        manifest_extra,
+        train,
+        train_fine,
+        weights_folder,
+    )
 
     refs = list_samples(data)
     anatomies = sorted({str(r.meta.get("anatomy", "")) for r in refs})
@@ -244,12 +256,18 @@ def rotation(data: Path, cfg_kwargs: dict[str, Any], out_dir: Path | None = None
         train_samples = [work[r.name] for r in refs if str(r.meta.get("anatomy", "")) != held]
         base = Path(out_dir) / f"fold_{held}" if out_dir else Path(tempfile.mkdtemp(prefix="hipnode-eval-"))
         summaries = {}
-        for task in ("segment", "landmarks"):
-            cfg = TrainConfig(task=task, **cfg_kwargs)
-            model, summary = train(train_samples, cfg)
+        for task in ("segment", "landmarks", *(FINE_TASKS if fine else ())):
+            if task in FINE_TASKS:
+                cfg = TrainConfig(task=task, **{**cfg_kwargs, "size": int(FINE_DEFAULTS[task]["size"])})
+                crops_from = [load_fine_sample(r, float(cfg.mm_per_px or 0), task == "hip-fine")
+                              for r in refs if str(r.meta.get("anatomy", "")) != held]
+                model, summary = train_fine(crops_from, cfg)
+            else:
+                cfg = TrainConfig(task=task, **cfg_kwargs)
+                model, summary = train(train_samples, cfg)
             summaries[task] = summary
-            export_model(model, task, base / task, cfg.size, f"fold-{held}",
-                         {"anatomies": [a for a in anatomies if a != held], "run": summary})
+            export_model(model, task, base / weights_folder(task), cfg.size, f"fold-{held}",
+                         {"anatomies": [a for a in anatomies if a != held], "run": summary}, manifest_extra(cfg))
         scores = evaluate_weights(base, data, {held})
         folds[held] = {"summary": summarise(scores), "train": {k: v["train_seconds"] for k, v in summaries.items()}}
         log.info("fold done", extra={"held_out": held})

@@ -67,6 +67,18 @@ class TrainConfig:
             raise ValueError(f"size {self.size} must be divisible by 2**depth = {2**self.depth}")
 
 
+def weights_folder(task: str) -> str:
+    """The folder a task's model lives in under a weights root (``landmarks-fine`` -> ``landmarks_fine``)."""
+    return task.replace("-", "_")
+
+
+def manifest_extra(cfg: TrainConfig) -> dict[str, object] | None:
+    """What inference needs beyond the common manifest: the crop grid of a fine model."""
+    if cfg.task not in FINE_TASKS:
+        return None
+    return {"crop": {"size": cfg.size, "mm_per_px": cfg.mm_per_px, "mirror_left": True, "jitter_mm": cfg.jitter_mm}}
+
+
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """A fresh network for ``cfg.task``."""
     if cfg.task == "segment":

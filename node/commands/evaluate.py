@@ -30,6 +30,7 @@ def _configure_analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-channels", type=int, default=8)
     p.add_argument("--max-minutes", type=float, help="per model and fold")
     p.add_argument("--threads", type=int)
+    p.add_argument("--fine", action="store_true", help="rotation: also train the fine stage per fold")
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
@@ -51,7 +52,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         rotation(args.data, {"epochs": args.epochs, "batch_size": args.batch_size, "size": args.size,
                              "seed": args.seed, "base_channels": args.base_channels,
-                             "max_minutes": args.max_minutes, "device": device}, args.out, args.anatomy)
+                             "max_minutes": args.max_minutes, "device": device}, args.out, args.anatomy, args.fine)
     except (DatasetError, ValueError) as exc:
         log.error("cannot evaluate", extra={"reason": str(exc)})
         return 2

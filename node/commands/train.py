@@ -51,7 +51,14 @@ def run(args: argparse.Namespace) -> int:
     from models.training.crop_dataset import load_fine_sample
     from models.training.dataset import DatasetError, list_samples, load_folder
     from models.training.export import export_model
-    from models.training.train import FINE_DEFAULTS, FINE_TASKS, TrainConfig, train, train_fine
+    from models.training.train import (
+        FINE_DEFAULTS,
+        FINE_TASKS,
+        TrainConfig,
+        manifest_extra,
+        train,
+        train_fine,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,9 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     training = {"dataset": str(args.data), "dataset_header": header, "samples": len(samples),
                 "samples_in_folder": len(refs), "anatomies": anatomies, "run": summary}
-    extra = {"crop": {"size": cfg.size, "mm_per_px": cfg.mm_per_px, "mirror_left": True,
-                      "jitter_mm": cfg.jitter_mm}} if fine else None
-    manifest = export_model(model, args.task, args.out, cfg.size, args.version, training, extra)
+    manifest = export_model(model, args.task, args.out, cfg.size, args.version, training, manifest_extra(cfg))
     print(json.dumps({"manifest": str(manifest), "epochs": summary["epochs_done"],
                       "final_loss": summary["final_loss"], "train_seconds": summary["train_seconds"]}))
     return 0

@@ -92,14 +92,15 @@ def test_train_command_writes_weights_and_rejects_bad_data(toy: Path, tmp_path: 
 def test_eval_rotation_holds_each_anatomy_out(toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """The rotation trains per fold without the held-out anatomy and scores only that anatomy."""
     rc = main(["eval", "analyze", "--data", str(toy), "--out", str(tmp_path), "--epochs", "1", "--size", str(SIZE),
-               "--base-channels", "4", "--batch-size", "2", "--threads", "1"])
+               "--base-channels", "4", "--batch-size", "2", "--threads", "1", "--fine"])
     assert rc == 0
     report = json.loads((tmp_path / "eval_analyze.json").read_text())
     assert set(report["folds"]) == {"Toy-A", "Toy-B", "Toy-C"}
     assert sum(f["summary"]["images"] for f in report["folds"].values()) == 4 == report["all_folds"]["images"]
-    for held, fold in report["folds"].items():
-        manifest = json.loads((tmp_path / f"fold_{held}" / "segment" / "manifest.json").read_text())
-        assert held not in manifest["training"]["anatomies"]
+    for held in report["folds"]:
+        for folder in ("segment", "landmarks_fine", "hip_fine"):
+            manifest = json.loads((tmp_path / f"fold_{held}" / folder / "manifest.json").read_text())
+            assert held not in manifest["training"]["anatomies"]
     assert "all folds (held-out anatomy)" in capsys.readouterr().out
 
 
