@@ -89,6 +89,8 @@ class Node:
         self.completion = _optional_service("node.completion.service", "CompletionService", settings,
                                             self.session_factory)
         if self.completion is not None:
+            if self.workers is not None:
+                self.completion.on_completed(self.workers.wake)
             self.completion.start()
         on_stored = self.completion.on_instance_stored if self.completion is not None else None
         self.ingestor = Ingestor(self.filestore, self.session_factory, on_stored=on_stored)
@@ -101,6 +103,8 @@ class Node:
         self.sender = _optional_service("node.sender.service", "OutboxSender", settings, self.session_factory)
         if self.sender is not None:
             self.sender.start()
+            if self.workers is not None:
+                self.workers.on_results(self.sender.wake)
         log.info("node listening", extra={
             "ae_title": settings.ae_title, "bind": settings.bind_address, "port": self.port,
             "tls": settings.tls.enabled, "allowed_calling_aets": ",".join(settings.allowed_calling_aets) or "*",

@@ -96,7 +96,8 @@ def weighted_normalized_dlt(src: np.ndarray, dst: np.ndarray, weights: np.ndarra
     t_dst = normalization_matrix(dst[used])
     a = _design_matrix(apply_homography(t_src, src), apply_homography(t_dst, dst))
     a *= np.repeat(weights, 2)[:, None]
-    _, singular, vt = np.linalg.svd(a)
+    # Only V is needed: the full (2N, 2N) U cost up to seconds with a few thousand matches.
+    _, singular, vt = np.linalg.svd(a, full_matrices=False)
     h_normalized = vt[-1].reshape(3, 3)
     h = np.linalg.inv(t_dst) @ h_normalized @ t_src
     if abs(h[2, 2]) < 1e-12:

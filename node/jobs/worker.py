@@ -4,6 +4,11 @@ Workers are separate processes (``spawn``), so a slow model never holds the
 GIL the C-STORE handlers need, and a crashing model never takes the SCP down.
 Each worker builds its own engine and loads its models once (the pipeline's
 model objects are cached per process), then polls the durable queue.
+
+Inside a worker each job kind has its own lane (a thread claiming only that
+kind), so a pair job queued by a study job starts at once and its alignment
+(onnxruntime, outside the GIL) overlaps the study job's SEG/SR encoding on the
+other core; two jobs of the same kind never run at once in one process.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +31,37 @@ from storage.models import Job
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.25
+_wake = threading.Condition()
+
+
+_results_bell: Any = None  # this worker's line to the node (a multiprocessing Event), set by _worker_main
+
+
+def notify_results() -> None:
+    """Tell the node that result rows were just committed to the outbox, so its sender sends now.
+
+    Without it the sender finds them at its next poll (``outbox.poll_seconds``, 1 s by default).
+    """
+    if _results_bell is not None:
+        _results_bell.set()
+
+
+def _relay(bell: Any, then: Callable[[], None], stop: Callable[[], bool]) -> None:
+    """Call ``then`` each time another process rings ``bell`` (a multiprocessing Event), until ``stop()``."""
+    while not stop():
+        if bell.wait(IDLE_POLL_SECONDS):
+            bell.clear()  # before ``then``: what is committed before a later ring is seen by a later call
+            then()
+
+
+def notify_queued() -> None:
+    """Wake this process's idle lanes now: a job was just committed to the queue from inside it.
+
+    (A notice that comes between a lane's empty claim and its wait is missed; that lane
+    then polls again after ``IDLE_POLL_SECONDS``, as without a notice.)
+    """
+    with _wake:
+        _wake.notify_all()
 
 
 @dataclass
@@ -66,7 +103,8 @@ def work_loop(ctx: JobContext, handlers: dict[str, JobHandler], stop: Callable[[
     while not stop():
         job = claim_next(ctx.session_factory, ctx.worker, tuple(handlers))
         if job is None:
-            time.sleep(IDLE_POLL_SECONDS)
+            with _wake:
+                _wake.wait(IDLE_POLL_SECONDS)
             continue
         run_one(job, ctx, handlers)
 
@@ -94,8 +132,13 @@ def _die_with_parent(parent_pid: int) -> Callable[[], bool]:
     return lambda: os.getppid() != parent_pid
 
 
-def _worker_main(settings_json: str, index: int, stop_event: Any, log_level: str, parent_pid: int) -> None:
+def _worker_main(
+    settings_json: str, index: int, stop_event: Any, log_level: str, parent_pid: int,
+    job_bell: Any = None, results_bell: Any = None,
+) -> None:
+    global _results_bell
     parent_gone = _die_with_parent(parent_pid)
+    _results_bell = results_bell
     from node.config import Settings
     from node.logging_setup import configure_logging
     from node.pipeline import job_handlers
@@ -117,27 +160,63 @@ def _worker_main(settings_json: str, index: int, stop_event: Any, log_level: str
         log.info("models warmed up", extra={"worker": ctx.worker, **warm_up()})
     except Exception as exc:  # noqa: BLE001  (any model problem; the jobs report it themselves)
         log.warning("model warm-up failed", extra={"worker": ctx.worker, "reason": str(exc)})
+    stop = lambda: stop_event.is_set() or parent_gone()  # noqa: E731
+    if job_bell is not None:  # the node queued a job (a study completed): claim it now, not at the next poll
+        threading.Thread(target=_relay, args=(job_bell, notify_queued, stop), name="job-bell", daemon=True).start()
     try:
-        work_loop(ctx, job_handlers(), lambda: stop_event.is_set() or parent_gone())
+        run_lanes(ctx, job_handlers(), stop)
     finally:
         engine.dispose()
 
 
+def run_lanes(ctx: JobContext, handlers: dict[str, JobHandler], stop: Callable[[], bool]) -> None:
+    """One :func:`work_loop` thread per job kind until ``stop()``; returns when all have ended."""
+    lanes = [
+        threading.Thread(
+            target=work_loop, args=(ctx, {kind: handler}, stop), name=f"lane-{kind}", daemon=True
+        )
+        for kind, handler in handlers.items()
+    ]
+    for lane in lanes:
+        lane.start()
+    for lane in lanes:
+        lane.join()
+
+
 class WorkerPool:
-    """Start ``settings.workers`` worker processes; stop them on request."""
+    """Start ``settings.workers`` worker processes; stop them on request.
+
+    Two bells cross the process boundary so that neither side waits for a poll:
+    :meth:`wake` tells the workers a job was queued, and :meth:`on_results` calls
+    back in the node when a worker has committed results to the outbox.
+    """
 
     def __init__(self, settings: Any) -> None:
         self._settings = settings
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
+        self._job_bells = [self._context.Event() for _ in range(settings.workers)]
+        self._results_bell = self._context.Event()
         self._processes: list[multiprocessing.process.BaseProcess] = []
+
+    def wake(self, *_args: Any) -> None:
+        """A job was committed to the queue: every worker looks now (usable as a completion hook)."""
+        for bell in self._job_bells:
+            bell.set()
+
+    def on_results(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (the sender's ``wake``) in this process whenever a worker queued results."""
+        threading.Thread(
+            target=_relay, args=(self._results_bell, callback, self._stop.is_set), name="results-bell", daemon=True
+        ).start()
 
     def start(self) -> None:
         level = logging.getLevelName(logging.getLogger().level)
         for index in range(self._settings.workers):
             process = self._context.Process(
                 target=_worker_main,
-                args=(self._settings.model_dump_json(), index, self._stop, level, os.getpid()),
+                args=(self._settings.model_dump_json(), index, self._stop, level, os.getpid(),
+                      self._job_bells[index], self._results_bell),
                 name=f"hipnode-worker-{index}",
                 daemon=True,
             )

@@ -19,6 +19,7 @@ from models.algorithms.deltas import aligned_deltas
 from models.algorithms.results import ImageAnalysis, PairAlignment
 from models.algorithms.vocabulary import DELTA_MEASUREMENTS, SIDES
 from node.imaging import Radiograph
+from node.pipeline.features import CachedFeaturesMatcher, FeatureStore, supports_features
 
 DEFAULT_ALIGN_METHOD = "ours"
 DEFAULT_MATCHER = "disk_lightglue"
@@ -43,12 +44,19 @@ def warm_up(matcher: str = DEFAULT_MATCHER) -> dict[str, float]:
     """Load the analysis and matching models and run each once; returns seconds per part.
 
     A worker does this at start so the first study it analyses does not pay for
-    ONNX session creation and onnxruntime's first-run allocations (about 1 s).
+    ONNX session creation and onnxruntime's first-run allocations (about 1 s), nor
+    its first pair job for importing the encoders and the aligner (scipy.optimize,
+    highdicom: 0.2-0.4 s each, measured with py-spy in the worker).
     """
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    import models.align.cdm  # noqa: F401
+    import models.align.pipeline  # noqa: F401
+    import node.results  # noqa: F401
     from models.align.matching import get_matcher
     from models.inference.analyzer import default_analyzer
 
-    seconds: dict[str, float] = {}
+    seconds["imports"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
     analyzer = default_analyzer()
     for model in (analyzer.segmentation, analyzer.landmarks):
@@ -113,20 +121,47 @@ def pelvis_probability(image: AnalysedImage) -> np.ndarray:
 
 
 def align(
-    pre: AnalysedImage, post: AnalysedImage, method: str = DEFAULT_ALIGN_METHOD, matcher: str = DEFAULT_MATCHER
+    pre: AnalysedImage,
+    post: AnalysedImage,
+    method: str = DEFAULT_ALIGN_METHOD,
+    matcher: str = DEFAULT_MATCHER,
+    features: FeatureStore | None = None,
 ) -> PairAlignment:
-    """Align pre onto post through the pelvis; ``failure`` says why when it cannot be trusted."""
+    """Align pre onto post through the pelvis; ``failure`` says why when it cannot be trusted.
+
+    With a ``features`` store, each film's matcher features come from it when kept
+    there (and are kept when computed): the same matches, less time.
+    """
     from models.align.matching import get_matcher
     from models.align.pipeline import align_pair
 
     start = time.perf_counter()
     p_pre, p_post = pelvis_probability(pre), pelvis_probability(post)
     probability_ms = 1000 * (time.perf_counter() - start)
-    alignment = align_pair(
-        pre.radiograph.pixels, post.radiograph.pixels, p_pre, p_post, method, get_matcher(matcher)
-    )
+    chosen = get_matcher(matcher)
+    if features is not None and supports_features(chosen):
+        chosen = CachedFeaturesMatcher(chosen, features, pre.dataset.SOPInstanceUID, post.dataset.SOPInstanceUID)
+    alignment = align_pair(pre.radiograph.pixels, post.radiograph.pixels, p_pre, p_post, method, chosen)
     alignment.timings_ms["pelvis_probability"] = probability_ms
     return alignment
+
+
+def may_become_pre(image: AnalysedImage) -> bool:
+    """Whether the pairing rules could pair this film as a later post-op's pre-op (a side in the pre state)."""
+    from node.pairing.rules import DEFAULT_RULES
+
+    return DEFAULT_RULES.pre_state in side_states(image.analysis).values()
+
+
+def keep_features(image: AnalysedImage, features: FeatureStore, matcher: str = DEFAULT_MATCHER) -> bool:
+    """Compute and keep the film's matcher features unless kept already; False if the matcher cannot."""
+    from models.align.matching import get_matcher
+
+    chosen = get_matcher(matcher)
+    if not supports_features(chosen):
+        return False
+    features.ensure(chosen, image.dataset.SOPInstanceUID, image.radiograph.pixels)
+    return True
 
 
 def paired_sides(pre: AnalysedImage, post: AnalysedImage) -> list[str]:

@@ -17,9 +17,10 @@ from sqlalchemy import select
 from models.algorithms.results import ImageAnalysis
 from node.imaging import UnreadableImage, load_radiograph
 from node.jobs.queue import PermanentJobError
-from node.jobs.worker import JobContext
+from node.jobs.worker import JobContext, notify_results
 from node.pipeline import compute
 from node.pipeline.artifacts import load_artifacts
+from node.pipeline.features import FeatureStore
 from node.pipeline.result_store import destinations_for, store_results
 from node.pipeline.study_stage import stage_ms
 from storage.filestore import FileStore
@@ -54,13 +55,14 @@ def run(job: Job, ctx: JobContext) -> str:
         post_study = session.get(Study, session.get(Series, session.get(Instance, int(payload["post_instance_pk"])).series_pk).study_pk)
         calling_aet = post_study.calling_aet
     marks["load"] = time.perf_counter()
-    alignment = compute.align(pre, post)
+    alignment = compute.align(pre, post, features=FeatureStore(filestore.root))
     marks["align"] = time.perf_counter()
     datasets, deltas = compute.pair_result_datasets(pre, post, alignment, payload.get("sides") or ())
     marks["encode"] = time.perf_counter()
     with ctx.session_factory() as session:
         store_results(session, filestore, datasets, destinations_for(ctx.settings, calling_aet), job.id)
         session.commit()
+    notify_results()
     marks["store"] = time.perf_counter()
     log.info("pair encoded", extra={
         "job_id": job.id, "ms": round(1000 * (time.perf_counter() - started)), **stage_ms(started, marks),

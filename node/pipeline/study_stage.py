@@ -2,9 +2,12 @@
 
 For every DX/CR image the study received (never the node's own results): read
 it, analyse it, record the classification (analysable or the reason not, and
-native/implant per side), keep the analysis, write its SEG and SR and queue
-them for the study's destinations. Then re-run pairing for the patient and
-queue an ``analyze_pair`` job for every new pairing that has a partner.
+native/implant per side) and keep the analysis. Then re-run pairing for the
+patient and queue an ``analyze_pair`` job for every new pairing that has a
+partner, and only then write each image's SEG and SR and queue them for the
+study's destinations: the pair job, the longest step, starts while they encode.
+With no pair to align, keep the matcher features of each film that may become
+a pre-op (:mod:`node.pipeline.features`), for its future pair job.
 A study with no analysable image fails permanently with the reasons, visible
 in the job row, its events and the log.
 """
@@ -20,10 +23,11 @@ from models.algorithms.results import ImageAnalysis
 from models.inference.runtime import ModelUnavailable
 from node.imaging import UnreadableImage, load_radiograph
 from node.jobs.queue import PermanentJobError, enqueue
-from node.jobs.worker import JobContext
+from node.jobs.worker import JobContext, notify_queued, notify_results
 from node.pairing.store import update_pairings
 from node.pipeline import compute
 from node.pipeline.artifacts import artifact_path, save_artifacts
+from node.pipeline.features import FeatureStore
 from node.pipeline.result_store import destinations_for, store_results
 from storage.filestore import FileStore
 from storage.models import ImageClassification, Instance, Job, Series, Study
@@ -86,7 +90,7 @@ def run(job: Job, ctx: JobContext) -> str:
         raise PermanentJobError("select", f"study {study_uid} has no DX or CR image to analyse")
     destinations = destinations_for(ctx.settings, calling_aet)
     reasons: list[str] = []
-    analysed = 0
+    analysed: list[tuple[compute.AnalysedImage, float, dict[str, float]]] = []  # with start and stage marks
     for instance in instances:
         started = time.perf_counter()
         stages: dict[str, float] = {}
@@ -112,24 +116,54 @@ def run(job: Job, ctx: JobContext) -> str:
             relative = artifact_path(instance.sop_instance_uid)
             save_artifacts(filestore.root, relative, image.analysis.masks, image.pelvis_probability)
             _record(session, instance, image.analysis, None, relative)
-            stages["record"] = time.perf_counter()
-            datasets = compute.image_result_datasets(image)
-            stages["encode"] = time.perf_counter()
-            store_results(session, filestore, datasets, destinations, job.id)
             session.commit()
-            stages["store"] = time.perf_counter()
-        analysed += 1
-        log.info("image analysed", extra={
-            "job_id": job.id, "sop_instance_uid": instance.sop_instance_uid,
-            "ms": round(1000 * (time.perf_counter() - started)), **stage_ms(started, stages),
-            **{f"t_{k}": v for k, v in image.analysis.timings_ms.items()}})
-    if analysed == 0:
+            stages["record"] = time.perf_counter()
+        analysed.append((image, started, stages))
+    if not analysed:
         raise PermanentJobError("classify", "no analysable image: " + "; ".join(reasons))
+    # Pairing needs only the classifications just committed: queue the pair jobs before
+    # encoding, so the worker's pair lane aligns while this lane encodes.
     pairing_started = time.perf_counter()
     pair_jobs = _queue_pairs(ctx, patient_pk, job)
+    notify_queued()
     log.info("patient re-paired", extra={"job_id": job.id, "pair_jobs": pair_jobs,
                                          "ms": round(1000 * (time.perf_counter() - pairing_started), 1)})
-    return f"{analysed} image(s) analysed, {len(reasons)} not analysable, {pair_jobs} pair job(s) queued"
+    for image, started, stages in analysed:
+        encode_started = time.perf_counter()
+        marks: dict[str, float] = {}
+        with ctx.session_factory() as session:
+            datasets = compute.image_result_datasets(image)
+            marks["encode"] = time.perf_counter()
+            store_results(session, filestore, datasets, destinations, job.id)
+            session.commit()
+            marks["store"] = time.perf_counter()
+        notify_results()
+        log.info("image analysed", extra={
+            "job_id": job.id, "sop_instance_uid": image.dataset.SOPInstanceUID,
+            "ms": round(1000 * (time.perf_counter() - started)), **stage_ms(started, stages),
+            **stage_ms(encode_started, marks),
+            **{f"t_{k}": v for k, v in image.analysis.timings_ms.items()}})
+    if pair_jobs == 0:  # nothing to align now: get later pair jobs' DISK run on these films out of the way
+        _keep_features(job, filestore, [image for image, _started, _stages in analysed])
+    return f"{len(analysed)} image(s) analysed, {len(reasons)} not analysable, {pair_jobs} pair job(s) queued"
+
+
+def _keep_features(job: Job, filestore: FileStore, images: list[compute.AnalysedImage]) -> None:
+    """Keep the matcher features of each film that may become a pre-op; a failure only costs time later."""
+    store = FeatureStore(filestore.root)
+    for image in images:
+        if not compute.may_become_pre(image):
+            continue
+        started = time.perf_counter()
+        try:
+            kept = compute.keep_features(image, store)
+        except Exception as exc:  # noqa: BLE001  (a cache: the pair job computes them itself)
+            log.warning("features not kept", extra={
+                "job_id": job.id, "sop_instance_uid": image.dataset.SOPInstanceUID, "reason": str(exc)})
+            continue
+        if kept:
+            log.info("features kept", extra={"job_id": job.id, "sop_instance_uid": image.dataset.SOPInstanceUID,
+                                             "ms": round(1000 * (time.perf_counter() - started), 1)})
 
 
 def _queue_pairs(ctx: JobContext, patient_pk: int, job: Job) -> int:

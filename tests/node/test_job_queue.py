@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from node.jobs.queue import claim_next, enqueue, mark_done, mark_failed, recover_interrupted
-from node.jobs.worker import JobContext, run_one
+from node.jobs.worker import IDLE_POLL_SECONDS, JobContext, notify_queued, run_lanes, run_one
 from node.jobs.queue import PermanentJobError
 from storage.db import Base, make_engine, make_session_factory
 from storage.models import Job, JobEvent, JobState
@@ -102,3 +102,57 @@ def test_interrupted_jobs_are_recovered(sessions) -> None:
     mark_done(sessions, again.id)
     with sessions() as s:
         assert s.get(Job, job.id).state == JobState.DONE
+
+
+def test_a_job_queued_by_a_running_job_starts_in_its_own_lane_at_once(sessions, tmp_path: Path) -> None:
+    """The pair job a study job queues runs while the study job is still encoding (worker lanes)."""
+    ctx = JobContext(settings=None, session_factory=sessions, storage_dir=tmp_path, worker="w")
+    pair_started, study_may_end = threading.Event(), threading.Event()
+    with sessions() as s:
+        enqueue(s, "analyze_study", "study")
+        s.commit()
+
+    def study(job, ctx):
+        with ctx.session_factory() as s:
+            enqueue(s, "analyze_pair", "pair")
+            s.commit()
+        notify_queued()
+        assert pair_started.wait(IDLE_POLL_SECONDS / 2), "the pair lane waited for its poll, or for this job"
+        study_may_end.set()
+        return "study"
+
+    def pair(job, ctx):
+        pair_started.set()
+        assert study_may_end.wait(5)
+        return "pair"
+
+    def stop() -> bool:
+        with sessions() as s:
+            return all(j.state == JobState.DONE for j in s.scalars(select(Job))) and len(s.scalars(select(Job)).all()) == 2
+
+    runner = threading.Thread(target=run_lanes, args=(ctx, {"analyze_study": study, "analyze_pair": pair}, stop))
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive()
+    with sessions() as s:
+        assert {j.key: j.state for j in s.scalars(select(Job))} == {"study": JobState.DONE, "pair": JobState.DONE}
+
+
+def test_a_bell_rung_in_another_process_is_relayed_at_once() -> None:
+    """Node <-> worker bells: a ring is answered without waiting for a poll, and the relay stops on request."""
+    import multiprocessing
+    import time
+
+    from node.jobs.worker import _relay
+
+    context = multiprocessing.get_context("spawn")
+    bell, rung, done = context.Event(), threading.Event(), threading.Event()
+    relay = threading.Thread(target=_relay, args=(bell, rung.set, done.is_set))
+    relay.start()
+    started = time.perf_counter()
+    bell.set()
+    assert rung.wait(IDLE_POLL_SECONDS / 2)
+    assert time.perf_counter() - started < IDLE_POLL_SECONDS / 2 and not bell.is_set()
+    done.set()
+    relay.join(2 * IDLE_POLL_SECONDS + 1)
+    assert not relay.is_alive()

@@ -3,7 +3,10 @@
 The DISK graph returns its top-K keypoints (NMS inside the graph), LightGlue
 returns the log assignment matrix, and the mutual-nearest + threshold filter
 runs here in numpy. Sessions use CUDA when onnxruntime offers it, else CPU, and
-are created once per process.
+are created once per process. An image's DISK features depend on that image
+alone, so a caller may compute them ahead (:meth:`DiskLightGlueMatcher.features`)
+and hand them to :meth:`DiskLightGlueMatcher.match`: the node keeps a pre-op
+film's features so its later pair job only runs DISK on the post-op film.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +69,16 @@ def mutual_matches(log_assignment: np.ndarray, threshold: float) -> tuple[np.nda
     return index0[valid], best0[valid], confidence[valid]
 
 
+@dataclass(frozen=True)
+class ImageFeatures:
+    """DISK keypoints of one image on its prepared (downscaled) grid, as LightGlue takes them."""
+
+    keypoints: np.ndarray  # (K, 2) float32, prepared-grid (x, y)
+    descriptors: np.ndarray  # (K, 128) float32
+    factor: float  # prepared grid / full resolution
+    size: tuple[int, int]  # prepared grid (cols, rows)
+
+
 class DiskLightGlueMatcher:
     """Learned matcher: DISK keypoints (top 2048 per image) matched by LightGlue."""
 
@@ -83,7 +97,13 @@ class DiskLightGlueMatcher:
     def providers(self) -> list[str]:
         return list(self._disk.get_providers())
 
-    def _features(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, tuple[int, int]]:
+    @property
+    def features_key(self) -> str:
+        """What :meth:`features` depends on besides the image: a cache of features must match it."""
+        return f"disk:{self.disk_manifest['sha256']}:side{self.max_side}:top{self.max_keypoints}"
+
+    def features(self, image: np.ndarray) -> ImageFeatures:
+        """DISK keypoints and descriptors of one radiograph (the best ``max_keypoints``)."""
         prepared, factor = prepare(image, self.max_side)
         rows, cols = prepared.shape
         padded = np.zeros((1, 1, -(-rows // 16) * 16, -(-cols // 16) * 16), dtype=np.float32)
@@ -91,30 +111,37 @@ class DiskLightGlueMatcher:
         keypoints, scores, descriptors = self._disk.run(None, {"image": padded})
         inside = (scores > 0) & (keypoints[:, 0] < cols) & (keypoints[:, 1] < rows)
         keep = np.flatnonzero(inside)[: self.max_keypoints]  # topk output is sorted by score
-        return keypoints[keep], descriptors[keep], factor, (cols, rows)
+        return ImageFeatures(keypoints[keep], descriptors[keep], factor, (cols, rows))
 
     @staticmethod
     def _normalize(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         size_array = np.asarray(size, dtype=np.float32)
         return ((keypoints - size_array / 2) / (size_array.max() / 2)).astype(np.float32)[None]
 
-    def match(self, pre: np.ndarray, post: np.ndarray) -> Matches:
+    def match(
+        self,
+        pre: np.ndarray,
+        post: np.ndarray,
+        pre_features: ImageFeatures | None = None,
+        post_features: ImageFeatures | None = None,
+    ) -> Matches:
+        """Match two radiographs; features given for either (from :meth:`features`) are not recomputed."""
         start = time.perf_counter()
-        k0, d0, f0, s0 = self._features(pre)
-        k1, d1, f1, s1 = self._features(post)
+        a = pre_features if pre_features is not None else self.features(pre)
+        b = post_features if post_features is not None else self.features(post)
         detected = time.perf_counter()
-        if len(k0) < 8 or len(k1) < 8:
+        if len(a.keypoints) < 8 or len(b.keypoints) < 8:
             return Matches(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0),
                            {"features": 1000 * (detected - start), "matching": 0.0})
         (log_assignment,) = self._glue.run(None, {
-            "kpts0": self._normalize(k0, s0), "kpts1": self._normalize(k1, s1),
-            "desc0": d0[None].astype(np.float32), "desc1": d1[None].astype(np.float32),
+            "kpts0": self._normalize(a.keypoints, a.size), "kpts1": self._normalize(b.keypoints, b.size),
+            "desc0": a.descriptors[None].astype(np.float32), "desc1": b.descriptors[None].astype(np.float32),
         })
         i0, i1, confidence = mutual_matches(log_assignment, self.threshold)
         done = time.perf_counter()
         return Matches(
-            points_pre=to_full_resolution(k0[i0], f0),
-            points_post=to_full_resolution(k1[i1], f1),
+            points_pre=to_full_resolution(a.keypoints[i0], a.factor),
+            points_post=to_full_resolution(b.keypoints[i1], b.factor),
             scores=confidence.astype(np.float64),
             timings_ms={"features": 1000 * (detected - start), "matching": 1000 * (done - detected)},
         )
