@@ -230,6 +230,7 @@ class HipAnalyzer:
         self.landmarks = landmarks or LandmarkModel()
         self.fine_landmarks = fine_landmarks
         self.fine_hips = fine_hips
+        self.fine_passes = 1
 
     @classmethod
     def from_weights(cls, root: Path = WEIGHTS_ROOT) -> HipAnalyzer:
@@ -255,7 +256,8 @@ class HipAnalyzer:
         if self.fine_landmarks is None:
             return landmarks
         level = self.fine_landmarks.level(pixels, spacing)
-        refined = self.fine_landmarks.refine(level, {n: xy for n, xy in landmarks.items() if xy is not None})
+        refined = self.fine_landmarks.refine(level, {n: xy for n, xy in landmarks.items() if xy is not None},
+                                             passes=self.fine_passes)
         out = dict(landmarks)
         for name, xy in refined.items():
             out[name] = xy if _in_image(xy, pixels.shape) else None

@@ -58,10 +58,12 @@ def warm_up(matcher: str = DEFAULT_MATCHER) -> dict[str, float]:
 
     seconds["imports"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
+    from models.inference.runtime import run_batch
+
     analyzer = default_analyzer()
-    for model in (analyzer.segmentation, analyzer.landmarks):
+    for model in analyzer.models:  # coarse models, and the fine stage when installed (a batch of crops)
         size = model.manifest.work_size
-        model.predict(np.zeros((size, size), np.float32))
+        run_batch(model.manifest, np.zeros((4, size, size), np.float32))
     seconds["analysis_models"] = round(time.perf_counter() - start, 2)
     rng = np.random.default_rng(0)
     film = cv2.GaussianBlur(rng.random((2048, 2560), dtype=np.float32), (0, 0), 8)  # a full-size film's shape
