@@ -29,7 +29,7 @@ from models.inference.crops import (
     landmark_type,
     make_level,
 )
-from models.inference.runtime import WEIGHTS_ROOT, OnnxModel, run_batch
+from models.inference.runtime import WEIGHTS_ROOT, ModelUnavailable, OnnxModel, run_batch
 
 Point = tuple[float, float]
 
@@ -39,7 +39,10 @@ class _CropModel(OnnxModel):
 
     @property
     def mm_per_px(self) -> float:
-        return float(self.manifest.raw["crop"]["mm_per_px"])
+        try:
+            return float(self.manifest.raw["crop"]["mm_per_px"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelUnavailable(f"{self.weights_dir}/manifest.json has no crop.mm_per_px: not a fine-stage model") from exc
 
     @property
     def size(self) -> int:

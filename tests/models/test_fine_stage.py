@@ -155,3 +155,14 @@ def test_fine_stage_trains_exports_and_refines_the_analysis(toy12: Path, tmp_pat
     # without a pixel spacing the crops cannot be cut in mm: the coarse result stands
     Radiograph.pixel_spacing_mm = None
     assert analyzer(Radiograph()).landmarks == coarse(Radiograph()).landmarks
+
+
+def test_fine_model_without_its_crop_grid_is_refused(tmp_path: Path):
+    """A manifest without ``crop.mm_per_px`` is not a fine model: a clear ModelUnavailable, not a KeyError."""
+    from models.inference.runtime import ModelUnavailable
+
+    manifest = {"name": "x", "version": "0", "task": "landmarks-fine", "file": "model.onnx", "sha256": "0",
+                "work_size": 32, "outputs": [{"labels": list(FINE_LANDMARK_TYPES)}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelUnavailable, match="crop"):
+        FineLandmarkModel(tmp_path).level(np.zeros((64, 64), np.float32), (1.0, 1.0))
