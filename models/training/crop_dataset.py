@@ -77,6 +77,14 @@ def load_fine_sample(ref: SampleRef, mm_per_px: float, with_masks: bool) -> Fine
                       bits, tuple(labelled))
 
 
+def load_fine_folder(refs: list[SampleRef], task: str, mm_per_px: float,
+                     exclude_anatomy: set[str] | None = None) -> list[FineSample]:
+    """The samples of ``refs`` (minus excluded anatomies) on the fine grid; masks only for ``hip-fine``."""
+    excluded = exclude_anatomy or set()
+    return [load_fine_sample(r, mm_per_px, task == "hip-fine") for r in refs
+            if str(r.meta.get("anatomy", "")) not in excluded]
+
+
 @dataclass(frozen=True)
 class CropAugment:
     """Where the crop centre lands around the truth (the coarse error) and how the crop is transformed."""

@@ -230,7 +230,7 @@ def rotation(data: Path, cfg_kwargs: dict[str, Any], out_dir: Path | None = None
 
     ``fine``: also train the fine stage (``landmarks-fine``, ``hip-fine``, at their default crop grids) per fold.
     """
-    from models.training.crop_dataset import load_fine_sample
+    from models.training.crop_dataset import load_fine_folder
     from models.training.dataset import list_samples, load_work_sample
     from models.training.export import export_model
     from models.training.train import (
@@ -259,8 +259,7 @@ def rotation(data: Path, cfg_kwargs: dict[str, Any], out_dir: Path | None = None
         for task in ("segment", "landmarks", *(FINE_TASKS if fine else ())):
             if task in FINE_TASKS:
                 cfg = TrainConfig(task=task, **{**cfg_kwargs, "size": int(FINE_DEFAULTS[task]["size"])})
-                crops_from = [load_fine_sample(r, float(cfg.mm_per_px or 0), task == "hip-fine")
-                              for r in refs if str(r.meta.get("anatomy", "")) != held]
+                crops_from = load_fine_folder(refs, task, float(cfg.mm_per_px or 0), {held})
                 model, summary = train_fine(crops_from, cfg)
             else:
                 cfg = TrainConfig(task=task, **cfg_kwargs)

@@ -48,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from models.training.crop_dataset import load_fine_sample
+    from models.training.crop_dataset import load_fine_folder
     from models.training.dataset import DatasetError, list_samples, load_folder
     from models.training.export import export_model
     from models.training.train import (
@@ -73,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
                           mm_per_px=args.mm_per_px, jitter_mm=args.jitter_mm)
         refs = list_samples(args.data)
         if fine:
-            kept = [r for r in refs if str(r.meta.get("anatomy", "")) not in excluded]
-            samples: list = [load_fine_sample(r, float(cfg.mm_per_px or 0), cfg.task == "hip-fine") for r in kept]
+            samples: list = load_fine_folder(refs, cfg.task, float(cfg.mm_per_px or 0), excluded)
         else:
             samples = load_folder(args.data, cfg.size, exclude_anatomy=excluded or None)
     except (DatasetError, ValueError) as exc:
