@@ -94,12 +94,13 @@ class Node:
             self.completion.start()
         on_stored = self.completion.on_instance_stored if self.completion is not None else None
         self.ingestor = Ingestor(self.filestore, self.session_factory, on_stored=on_stored)
-        self.ae, self.server = start_scp(settings, self.ingestor)
         if settings.receiver_processes > 1:
             from node.network.receivers import ReceiverPool
 
+            # Before the main SCP listens: once the node answers, every receiver shares the port.
             self.receivers = ReceiverPool(settings, on_stored)
             self.receivers.start(settings.receiver_processes - 1)
+        self.ae, self.server = start_scp(settings, self.ingestor)
         self.sender = _optional_service("node.sender.service", "OutboxSender", settings, self.session_factory)
         if self.sender is not None:
             self.sender.start()

@@ -19,6 +19,7 @@ from node.network.tuning import (
     allow_port_sharing,
     use_large_socket_reads,
     wake_acceptor_reactors_on_messages,
+    wake_dul_reactors_on_io,
 )
 from storage.filestore import FileStore
 
@@ -78,6 +79,7 @@ def start_scp(settings: Settings, ingestor: Ingestor) -> tuple[AE, ThreadedAssoc
     use_large_socket_reads()
     stream_data_sets_to_file()
     wake_acceptor_reactors_on_messages()
+    wake_dul_reactors_on_io()
     allow_port_sharing()
     ae = build_ae(settings)
     ae.share_port = settings.receiver_processes > 1  # type: ignore[attr-defined]

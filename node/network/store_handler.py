@@ -48,8 +48,16 @@ class AssociationLog:
             evt.EVT_RELEASED: "released",
             evt.EVT_ABORTED: "aborted",
         }
-        stats = self.stats(event.assoc)
         outcome = names.get(event.event, "no_association")
+        if outcome in ("released", "aborted"):
+            # May come after the connection closed and the line was written: no new entry.
+            with self._lock:
+                found = self._stats.get(id(event.assoc))
+            if found is None:
+                return
+            stats = found
+        else:
+            stats = self.stats(event.assoc)
         # "established" never overwrites a final outcome already recorded.
         if outcome != "established" or stats.outcome == "no_association":
             stats.outcome = outcome
@@ -65,8 +73,12 @@ class AssociationLog:
         if isinstance(pending, ReceiveBuffer) and pending.drop_if_unclaimed():
             stats.failed += 1
         address = event.address
-        if stats.outcome == "established":  # the connection ended without A-RELEASE
-            stats.outcome = "aborted"
+        if stats.outcome == "established":
+            # EVT_RELEASED may not have fired yet: the peer can close as soon as it has
+            # our A-RELEASE-RP. Closing in Sta13 (release response sent) is a release.
+            machine = getattr(getattr(assoc, "dul", None), "state_machine", None)
+            state = getattr(machine, "current_state", "")
+            stats.outcome = "released" if state == "Sta13" else "aborted"
         level = (
             logging.WARNING
             if stats.outcome in ("rejected", "aborted") or stats.failed

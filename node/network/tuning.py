@@ -9,11 +9,15 @@ straight into one preallocated buffer with ``recv_into`` keeps the behaviour
 
 from __future__ import annotations
 
+import os
+import select
 import socket
+import ssl
 import threading
 import time
+import weakref
 
-from pynetdicom import association, transport
+from pynetdicom import association, dul, transport
 
 _ORIGINAL_RECV = transport.AssociationSocket.recv
 
@@ -92,3 +96,86 @@ class _AcceptorReactorClock:
 def wake_acceptor_reactors_on_messages() -> None:
     """Install :class:`_AcceptorReactorClock` in pynetdicom's association module (idempotent)."""
     association.time = _AcceptorReactorClock()  # type: ignore[attr-defined,assignment]
+
+
+_DUL_WAIT_S = 0.01
+_ORIGINAL_SEND_PDU = dul.DULServiceProvider.send_pdu
+
+
+def _wake_pipe(provider: dul.DULServiceProvider) -> tuple[int, int]:
+    """The DUL's (read, write) wake-up pipe, made on first use and closed with the DUL."""
+    pipe = getattr(provider, "_hipnode_wake", None)
+    if pipe is None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        pipe = (read_fd, write_fd)
+        weakref.finalize(provider, _close_fds, pipe)
+        provider._hipnode_wake = pipe  # type: ignore[attr-defined]
+    return pipe
+
+
+def _close_fds(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _send_pdu_and_wake(self: dul.DULServiceProvider, primitive: object) -> None:
+    """pynetdicom's ``send_pdu``, then wake the DUL reactor if it is waiting."""
+    _ORIGINAL_SEND_PDU(self, primitive)  # type: ignore[arg-type]
+    pipe = getattr(self, "_hipnode_wake", None)
+    if pipe is not None:
+        try:
+            os.write(pipe[1], b"\0")
+        except (BlockingIOError, OSError):  # full: a wake-up is pending anyway
+            pass
+
+
+class _DulReactorClock:
+    """Stands in for the ``time`` module inside ``pynetdicom.dul``.
+
+    The DUL reactor sleeps 1 ms whenever it had nothing to do and then polls
+    its socket with a zero-timeout ``select``: per association that is about
+    2,000 wake-ups a second, each taking the GIL from the thread doing real
+    work. This clock makes that sleep wait until the socket is readable, a
+    primitive is queued to send (``send_pdu`` writes to a wake-up pipe), or
+    10 ms passed (the loop's timer and kill checks). Other uses of ``time``,
+    and sleeps outside a DUL thread, are passed through.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        provider = threading.current_thread()
+        if not isinstance(provider, dul.DULServiceProvider) or seconds != provider._run_loop_delay:
+            time.sleep(seconds)
+            return
+        sock = getattr(getattr(provider, "socket", None), "socket", None)
+        if sock is None:
+            time.sleep(seconds)
+            return
+        read_fd, _ = _wake_pipe(provider)
+        if not provider.to_provider_queue.empty() or not provider.event_queue.empty():
+            return
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return
+        try:
+            readable, _, _ = select.select([sock, read_fd], [], [], _DUL_WAIT_S)
+        except (OSError, ValueError):  # socket closed under us: the loop notices
+            return
+        if read_fd in readable:
+            try:
+                os.read(read_fd, 4096)
+            except BlockingIOError:
+                pass
+
+
+def wake_dul_reactors_on_io() -> None:
+    """Install :class:`_DulReactorClock` and the waking ``send_pdu`` (idempotent)."""
+    dul.time = _DulReactorClock()  # type: ignore[attr-defined,assignment]
+    dul.DULServiceProvider.send_pdu = _send_pdu_and_wake  # type: ignore[method-assign]

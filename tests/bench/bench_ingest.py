@@ -130,7 +130,7 @@ class Target:
                 "-m",
                 "node",
                 "--log-level",
-                "WARNING",
+                "INFO",
                 "serve",
                 "--storage",
                 str(self.store),
@@ -165,6 +165,14 @@ class Target:
             )
         log.close()
         deadline = time.monotonic() + 60
+        if self.kind == "node":
+            # The node logs "node listening" once every receiver process listens; a
+            # C-ECHO may be answered earlier, by whichever process listens first.
+            log_path = self.store.parent / f"{self.store.name}.log"
+            while "node listening" not in log_path.read_text(errors="replace"):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"bench: node did not start (see {log_path})")
+                time.sleep(0.1)
         while time.monotonic() < deadline:
             echo = subprocess.run(
                 [_tool("echoscu"), "-aec", "HIPNODE", "127.0.0.1", str(self.port)],

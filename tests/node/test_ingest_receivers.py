@@ -28,6 +28,9 @@ def test_two_receiver_processes_share_the_port(start_node, tmp_path: Path) -> No
     pids = re.search(r"receiver processes listening count=1 pids=(\d+)", node.log())
     assert pids is not None, node.log()
     child = int(pids.group(1))
+    # Every receiver listens before the node answers its first C-ECHO; otherwise the
+    # first senders all land on the main process.
+    assert _listening_sockets(node.port) == 2
     # Same patient in every file: the processes race to create the patient row.
     batches = [
         [
@@ -78,6 +81,21 @@ def test_two_receiver_processes_share_the_port(start_node, tmp_path: Path) -> No
         ).returncode
         == 0
     )
+
+
+def _listening_sockets(port: int) -> int:
+    """TCP sockets in LISTEN state on ``port`` (IPv4 and IPv6), from /proc/net."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
 
 
 def _zombie(pid: int) -> bool:

@@ -73,6 +73,21 @@ def test_echo_wrong_called_ae_and_allow_list(start_node) -> None:  # type: ignor
     assert "calling_aet=STRANGER" in node.log()
 
 
+def test_released_associations_are_logged_released(start_node) -> None:  # type: ignore[no-untyped-def]
+    """echoscu closes as soon as it has our A-RELEASE-RP, often before pynetdicom's
+    EVT_RELEASED fires: the association line must still say released, not aborted."""
+    node = start_node(env=NO_WORKERS)
+    for _ in range(15):
+        assert echoscu(node).returncode == 0
+    wait_for(
+        lambda: node.log().count("calling_aet=ECHOSCU") >= 15,
+        timeout=10,
+        msg="association lines",
+    )
+    lines = [line for line in node.log().splitlines() if "node.scp association" in line]
+    assert lines and all("outcome=released" in line for line in lines), lines
+
+
 def test_association_limit(start_node) -> None:  # type: ignore[no-untyped-def]
     node = start_node(env=NO_WORKERS, config={"maximum_associations": 1})
     ae = AE(ae_title="HOLDER")
