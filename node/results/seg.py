@@ -124,11 +124,23 @@ def encode_seg(
         contributing_equipment=common.contributing_equipment(algorithms),
         **kwargs,
     )
+    _stable_dimension_organization(seg, sop_uid)
     if "PatientOrientation" in source:
         seg.PatientOrientation = source.PatientOrientation
     add_viewer_functional_groups(seg, analysis.pixel_spacing_mm or detector_spacing(source))
     common.carry_patient_study(seg, source)
     return seg
+
+
+def _stable_dimension_organization(seg: Dataset, sop_uid: str) -> None:
+    """highdicom draws the Dimension Organization UID at random; derive it from the
+    SEG's own UID so a re-run encodes the identical object (idempotent results)."""
+    stable = str(hd.UID.from_uuid(str(uuid.uuid5(NAMESPACE, f"dimension-organization|{sop_uid}"))))
+    for item in seg.get("DimensionOrganizationSequence", []):
+        item.DimensionOrganizationUID = stable
+    for item in seg.get("DimensionIndexSequence", []):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = stable
 
 
 def detector_spacing(source: Dataset) -> tuple[float, float]:

@@ -196,3 +196,19 @@ def test_missing_file_and_missing_weights(tmp_path: Path, weights: Path):
     assert main(["analyze", str(tmp_path / "none.dcm"), "--json", str(tmp_path / "o.json")]) == 1
     dcm = write_dicom(tmp_path / "ok.dcm", toy_pixels())
     assert main(["analyze", str(dcm), "--json", str(tmp_path / "o.json"), "--weights", str(tmp_path / "nowhere")]) == 4
+
+
+def test_analysis_keeps_the_pelvis_probability_alignment_uses(tmp_path: Path, weights: Path):
+    """The pair job weights its DLT with the analysis's own pelvis map instead of segmenting again."""
+    from models.inference.analyzer import HipAnalyzer
+    from node.commands.align import pelvis_probability
+    from node.imaging import load_radiograph
+
+    radiograph = load_radiograph(write_dicom(tmp_path / "ok.dcm", toy_pixels()))
+    analysis = HipAnalyzer.from_weights(weights)(radiograph)
+    kept = analysis.probabilities["pelvis"]
+    again, source = pelvis_probability(radiograph.pixels, radiograph.pixel_spacing_mm, weights)
+    assert source == "segmentation_model"
+    assert kept.shape == radiograph.pixels.shape and kept.dtype == np.float32
+    np.testing.assert_allclose(kept, again, atol=1e-6)
+    assert (kept >= 0.5).any() and np.array_equal(kept > 0.5, analysis.masks["pelvis"])

@@ -120,6 +120,33 @@ def test_uid_is_deterministic_and_versioned() -> None:
     assert encode_seg(source, analysis).SOPInstanceUID != first.SOPInstanceUID
 
 
+def test_re_encoding_gives_the_same_object() -> None:
+    """Every UID, the Dimension Organization's included (highdicom draws it at random),
+    so a re-run sends the PACS an identical object, not a conflicting copy."""
+    source, analysis = make_dx(), make_analysis()
+    first, second = encode_seg(source, analysis), encode_seg(source, analysis)
+    skip = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "ContributionDateTime"}
+
+    def flat(ds: pydicom.Dataset, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for element in ds:
+            if element.keyword in skip:
+                continue
+            key = f"{prefix}{element.keyword or element.tag}"
+            if element.VR == "SQ":
+                for index, item in enumerate(element.value):
+                    out.update(flat(item, f"{key}[{index}]."))
+            else:
+                out[key] = element.value
+        return out
+
+    a, b = flat(first), flat(second)
+    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    assert differing == [], differing
+    organization = first.DimensionOrganizationSequence[0].DimensionOrganizationUID
+    assert all(item.DimensionOrganizationUID == organization for item in first.DimensionIndexSequence)
+
+
 def test_bad_inputs_give_clear_errors() -> None:
     source = make_dx()
     analysis = make_analysis()
