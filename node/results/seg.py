@@ -27,8 +27,8 @@ import uuid
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.valuerep import format_number_as_ds
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.valuerep import format_number_as_ds
 
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
 from models.algorithms.vocabulary import SEGMENTS
