@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.algorithms.measurements import compute_measurements
+from models.algorithms.pelvic_extremes import snap_to_pelvis_outline
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
 from models.algorithms.vocabulary import LANDMARKS, MEASUREMENT_UNITS, POST_OP_ONLY_LANDMARKS, SIDES
 from models.inference.landmarks import LandmarkModel, LandmarkOutput
@@ -222,6 +223,10 @@ def _in_image(xy: tuple[float, float], shape: tuple[int, int]) -> bool:
     return -0.5 <= xy[0] <= shape[1] - 0.5 and -0.5 <= xy[1] <= shape[0] - 0.5
 
 
+PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
+"""Listed with the models: it changes landmarks, so result UIDs must change with it."""
+
+
 class HipAnalyzer:
     """Coarse segmentation + landmark models and the optional fine stage, sessions reused across calls."""
 
@@ -232,6 +237,8 @@ class HipAnalyzer:
         self.fine_landmarks = fine_landmarks
         self.fine_hips = fine_hips
         self.fine_passes = 1
+        # Tuberosities moved to the pelvis outline's caudal extreme (models.algorithms.pelvic_extremes).
+        self.snap_pelvic_extremes = True
 
     @classmethod
     def from_weights(cls, root: Path = WEIGHTS_ROOT) -> HipAnalyzer:
@@ -249,7 +256,8 @@ class HipAnalyzer:
 
     @property
     def algorithms(self) -> tuple[AlgorithmInfo, ...]:
-        return tuple(AlgorithmInfo(m.manifest.name, m.manifest.version) for m in self.models)
+        models = tuple(AlgorithmInfo(m.manifest.name, m.manifest.version) for m in self.models)
+        return models + ((PELVIC_OUTLINE_RULE,) if self.snap_pelvic_extremes else ())
 
     def refine_landmarks(self, pixels: np.ndarray, spacing: tuple[float, float],
                          landmarks: dict[str, tuple[float, float] | None]) -> dict[str, tuple[float, float] | None]:
@@ -321,6 +329,9 @@ class HipAnalyzer:
             lap("fine_landmarks")
             self.refine_hip_masks(radiograph.pixels, spacing, result.landmarks, result.masks)
             lap("fine_hips")
+        if spacing is not None and self.snap_pelvic_extremes:
+            result.landmarks = snap_to_pelvis_outline(result.landmarks, result.masks["pelvis"], spacing)
+            lap("pelvic_extremes")
         for side, operated in operated_sides(seg).items():
             if not operated:  # spurious implant pixels on a native hip
                 result.masks[f"implant_{side}"] = np.zeros_like(result.masks[f"implant_{side}"])
