@@ -135,7 +135,7 @@ def test_fine_stage_trains_exports_and_refines_the_analysis(toy12: Path, tmp_pat
 
     analyzer = HipAnalyzer.from_weights(weights)
     assert isinstance(analyzer.fine_landmarks, FineLandmarkModel) and analyzer.fine_hips is not None
-    assert len(analyzer.algorithms) == 4
+    assert len(analyzer.models) == 4  # coarse and fine models (algorithms also lists the outline rule)
 
     class Radiograph:
         pixels = toy_sample(np.random.default_rng(5))[0] * 1000
