@@ -88,3 +88,31 @@ def pixelmed_sr_many(paths: Sequence[Path], timeout: float = 300) -> dict[Path, 
 def dsrdump(path: Path) -> str:
     """DCMTK's text rendering of an SR tree (``-Ee``: no charset conversion, expand)."""
     return _run(["dsrdump", "-Ee", str(path)], 60)
+
+
+CREATION_TIMES = frozenset({
+    "ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime",
+    "ContributionDateTime", "DateOfSecondaryCapture", "TimeOfSecondaryCapture",
+})
+"""Attributes that record when an object was encoded: the only ones a re-run may change."""
+
+
+def attributes_apart_from_times(ds, prefix: str = "") -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Every attribute of ``ds`` (sequences flattened to ``Seq[i].Keyword``) except creation times."""
+    out: dict[str, object] = {}
+    for element in ds:
+        if element.keyword in CREATION_TIMES:
+            continue
+        key = f"{prefix}{element.keyword or element.tag}"
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value):
+                out.update(attributes_apart_from_times(item, f"{key}[{index}]."))
+        else:
+            out[key] = element.value
+    return out
+
+
+def differing_attributes(first, second) -> list[str]:  # type: ignore[no-untyped-def]
+    """Names of the attributes (creation times aside) in which two objects differ."""
+    a, b = attributes_apart_from_times(first), attributes_apart_from_times(second)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

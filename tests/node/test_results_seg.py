@@ -14,7 +14,7 @@ from models.algorithms.vocabulary import SEGMENTS
 from node.results import EncodingError, encode_seg
 from node.results.codes import LOCAL_SCHEME
 from tests.node.results_sources import SEG_ALGO, make_analysis, make_dx
-from tests.node.results_validate import dcentvfy, dciodvfy, require_tools
+from tests.node.results_validate import dcentvfy, dciodvfy, differing_attributes, require_tools
 
 
 @pytest.fixture(scope="module", params=["detector", "calibrated"])
@@ -125,23 +125,7 @@ def test_re_encoding_gives_the_same_object() -> None:
     so a re-run sends the PACS an identical object, not a conflicting copy."""
     source, analysis = make_dx(), make_analysis()
     first, second = encode_seg(source, analysis), encode_seg(source, analysis)
-    skip = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "ContributionDateTime"}
-
-    def flat(ds: pydicom.Dataset, prefix: str = "") -> dict[str, object]:
-        out: dict[str, object] = {}
-        for element in ds:
-            if element.keyword in skip:
-                continue
-            key = f"{prefix}{element.keyword or element.tag}"
-            if element.VR == "SQ":
-                for index, item in enumerate(element.value):
-                    out.update(flat(item, f"{key}[{index}]."))
-            else:
-                out[key] = element.value
-        return out
-
-    a, b = flat(first), flat(second)
-    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    differing = differing_attributes(first, second)
     assert differing == [], differing
     organization = first.DimensionOrganizationSequence[0].DimensionOrganizationUID
     assert all(item.DimensionOrganizationUID == organization for item in first.DimensionIndexSequence)
