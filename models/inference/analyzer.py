@@ -25,7 +25,6 @@ from models.algorithms.pelvic_extremes import snap_to_pelvis_outline
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
 from models.algorithms.vocabulary import LANDMARKS, MEASUREMENT_UNITS, POST_OP_ONLY_LANDMARKS, SIDES
 from models.inference.landmarks import LandmarkModel, LandmarkOutput
-from models.inference.preprocess import map_to_source
 from models.inference.refine import FineHipModel, FineLandmarkModel
 from models.inference.runtime import WEIGHTS_ROOT
 from models.inference.segmentation import SegmentationModel, SegmentationOutput
@@ -321,7 +320,7 @@ class HipAnalyzer:
         lap("landmarks")
         result.masks = seg.source_masks()
         # Kept for alignment (its DLT weights): the pair job then need not segment again.
-        result.probabilities["pelvis"] = np.clip(map_to_source(seg.work_map("pelvis"), seg.transform), 0.0, 1.0)
+        result.probabilities["pelvis"] = seg.source_probability("pelvis")
         result.landmarks = decide_landmarks(lm, seg)
         lap("postprocess")
         if spacing is not None:  # crops are cut in mm: without a spacing the coarse result stands

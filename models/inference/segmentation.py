@@ -23,6 +23,10 @@ class SegmentationOutput:
     def work_map(self, name: str) -> np.ndarray:
         return self.work_probabilities[self.labels.index(name)]
 
+    def source_probability(self, name: str) -> np.ndarray:
+        """One segment's probability resampled to the source pixel grid, in [0, 1]."""
+        return np.clip(map_to_source(self.work_map(name), self.transform), 0.0, 1.0)
+
     def source_masks(self, threshold: float = 0.5) -> dict[str, np.ndarray]:
         """Boolean masks on the source pixel grid (bilinear probabilities > threshold)."""
         return {name: map_to_source(self.work_probabilities[i], self.transform) > threshold

@@ -54,7 +54,6 @@ def pelvis_probability(pixels: np.ndarray, spacing_mm: tuple[float, float] | Non
     from models.align.pelvis_prior import classical_pelvis_probability
 
     try:
-        from models.inference.preprocess import map_to_source
         from models.inference.runtime import ModelUnavailable
         from models.inference.segmentation import SegmentationModel
     except ImportError:
@@ -65,7 +64,7 @@ def pelvis_probability(pixels: np.ndarray, spacing_mm: tuple[float, float] | Non
     except ModelUnavailable as exc:
         log.warning("segmentation model unavailable; classical pelvis stand-in used", extra={"reason": str(exc)})
         return classical_pelvis_probability(pixels), "classical_stand_in"
-    return np.clip(map_to_source(output.work_map("pelvis"), output.transform), 0.0, 1.0), "segmentation_model"
+    return output.source_probability("pelvis"), "segmentation_model"
 
 
 def pair_problem(pre_ds: object, post_ds: object) -> str | None:
