@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.algorithms.femoral_outline import snap_to_femoral_outline
 from models.algorithms.measurements import compute_measurements
 from models.algorithms.pelvic_extremes import snap_to_pelvis_outline
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
@@ -224,6 +225,8 @@ def _in_image(xy: tuple[float, float], shape: tuple[int, int]) -> bool:
 
 PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
 """Listed with the models: it changes landmarks, so result UIDs must change with it."""
+FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.0")
+"""Greater trochanters and shaft points from the femur masks; listed for the same reason."""
 
 
 class HipAnalyzer:
@@ -238,6 +241,8 @@ class HipAnalyzer:
         self.fine_passes = 1
         # Tuberosities moved to the pelvis outline's caudal extreme (models.algorithms.pelvic_extremes).
         self.snap_pelvic_extremes = True
+        # Greater trochanters and shaft points moved onto the femur masks (models.algorithms.femoral_outline).
+        self.snap_femoral_outline = True
 
     @classmethod
     def from_weights(cls, root: Path = WEIGHTS_ROOT) -> HipAnalyzer:
@@ -256,7 +261,9 @@ class HipAnalyzer:
     @property
     def algorithms(self) -> tuple[AlgorithmInfo, ...]:
         models = tuple(AlgorithmInfo(m.manifest.name, m.manifest.version) for m in self.models)
-        return models + ((PELVIC_OUTLINE_RULE,) if self.snap_pelvic_extremes else ())
+        rules = ((PELVIC_OUTLINE_RULE,) if self.snap_pelvic_extremes else ()) + (
+            (FEMORAL_OUTLINE_RULE,) if self.snap_femoral_outline else ())
+        return models + rules
 
     def refine_landmarks(self, pixels: np.ndarray, spacing: tuple[float, float],
                          landmarks: dict[str, tuple[float, float] | None]) -> dict[str, tuple[float, float] | None]:
@@ -331,6 +338,9 @@ class HipAnalyzer:
         if spacing is not None and self.snap_pelvic_extremes:
             result.landmarks = snap_to_pelvis_outline(result.landmarks, result.masks["pelvis"], spacing)
             lap("pelvic_extremes")
+        if spacing is not None and self.snap_femoral_outline:
+            result.landmarks = snap_to_femoral_outline(result.landmarks, result.masks, spacing)
+            lap("femoral_outline")
         for side, operated in operated_sides(seg).items():
             if not operated:  # spurious implant pixels on a native hip
                 result.masks[f"implant_{side}"] = np.zeros_like(result.masks[f"implant_{side}"])

@@ -1,0 +1,134 @@
+"""Femoral landmarks read off the femur mask: greater trochanter tip and shaft midpoints.
+
+The spec defines `greater_trochanter` as the most cranial point of the greater
+trochanter and the two shaft points as midpoints between the femoral cortices.
+Both are properties of the femur's outline, which the segmentation finds to a
+few millimetres on anatomy it was not trained on, while the landmark networks
+carry an anatomy bias there (greater trochanter 8-9 mm on held-out anatomy).
+So the network's point only says which hip and which level is meant; the
+position comes from the outline:
+
+- greater trochanter: the most cranial femur pixel lateral of the femoral head
+  (beyond the head radius plus :data:`TROCHANTER_LATERAL_CLEARANCE_MM`), the
+  same region the generator's ground truth is picked from;
+- shaft points: moved across the shaft, at the level the network chose, to the
+  middle of the femur's cross-section perpendicular to the shaft axis.
+
+Pure geometry on arrays: no I/O, no model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from models.algorithms.geometry import pelvic_frame
+from models.algorithms.pelvic_extremes import EXTREME_TOLERANCE_MM, caudal_direction
+from models.algorithms.vocabulary import SIDES
+
+Point = tuple[float, float]
+
+TROCHANTER_LATERAL_CLEARANCE_MM = 13.0
+"""Greater-trochanter region starts this far lateral of the head's rim (12 mm in the anatomy, magnified)."""
+TROCHANTER_CRANIAL_REACH_MM = (-35.0, 40.0)
+"""Band along the vertical, relative to the head centre, in which the trochanter tip is sought."""
+SHAFT_AXIS_LEVELS_MM = (70.0, 170.0)
+"""Distances below the head centre whose cross-section centroids define the shaft axis (the diaphysis)."""
+DEFAULT_HEAD_RADIUS_MM = 25.0
+"""Used when neither hip has a femoral head mask (both replaced)."""
+_MIN_FEMUR_PIXELS = 100
+_MIN_SECTION_PIXELS = 20
+
+
+def _points_mm(mask: np.ndarray, spacing_xy: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.column_stack([xs, ys]).astype(np.float64) * spacing_xy
+
+
+def _head_radius_mm(masks: Mapping[str, np.ndarray], side: str, pixel_area_mm2: float) -> float:
+    """Area-equivalent radius of this side's head mask, else the other side's (an implant replaced it)."""
+    for candidate in (side, "left" if side == "right" else "right"):
+        head = masks.get(f"femoral_head_{candidate}")
+        if head is not None and (area := int(np.count_nonzero(head))) >= _MIN_FEMUR_PIXELS:
+            return float(np.sqrt(area * pixel_area_mm2 / np.pi))
+    return DEFAULT_HEAD_RADIUS_MM
+
+
+def greater_trochanter(femur_mm: np.ndarray, head_centre_mm: np.ndarray, head_radius_mm: float,
+                       lateral: np.ndarray, cranial: np.ndarray) -> np.ndarray | None:
+    """Most cranial femur point lateral of the head (mm coordinates), or None when there is none."""
+    rel = femur_mm - head_centre_mm
+    height = rel @ cranial
+    region = ((rel @ lateral > head_radius_mm + TROCHANTER_LATERAL_CLEARANCE_MM)
+              & (height > TROCHANTER_CRANIAL_REACH_MM[0]) & (height < TROCHANTER_CRANIAL_REACH_MM[1]))
+    if not region.any():
+        return None
+    candidates, along = femur_mm[region], height[region]
+    return candidates[along >= along.max() - EXTREME_TOLERANCE_MM].mean(axis=0)
+
+
+def shaft_axis(femur_mm: np.ndarray, head_centre_mm: np.ndarray, cranial: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(point, distal unit direction) of the line through the diaphysis' cross-section centroids."""
+    depth = (femur_mm - head_centre_mm) @ (-cranial)
+    centroids = [femur_mm[(depth >= level) & (depth < level + 2.0)]
+                 for level in np.arange(*SHAFT_AXIS_LEVELS_MM, 4.0)]
+    centroids = [section.mean(axis=0) for section in centroids if len(section) >= _MIN_SECTION_PIXELS]
+    if len(centroids) < 3:
+        return None
+    stacked = np.array(centroids)
+    mean = stacked.mean(axis=0)
+    direction = np.linalg.svd(stacked - mean)[2][0]
+    return mean, (direction if direction @ cranial < 0 else -direction)
+
+
+def shaft_midpoint(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray], point_mm: np.ndarray
+                   ) -> np.ndarray | None:
+    """``point_mm`` moved across the shaft to the middle of the femur's cross-section at its level."""
+    origin, direction = axis
+    across = np.array([-direction[1], direction[0]])
+    level = (point_mm - origin) @ direction
+    section = femur_mm[np.abs((femur_mm - origin) @ direction - level) <= 1.0]
+    if len(section) == 0:
+        return None
+    offsets = (section - origin) @ across
+    return origin + level * direction + 0.5 * (offsets.min() + offsets.max()) * across
+
+
+def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mapping[str, np.ndarray],
+                            spacing_mm: tuple[float, float]) -> dict[str, Point | None]:
+    """``landmarks`` with each hip's greater trochanter and shaft points moved onto its femur mask.
+
+    Presence is never changed, and a point keeps its predicted position when
+    the mask cannot place it (no femur, no head centre, shaft out of field).
+    """
+    out = dict(landmarks)
+    spacing_xy = np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
+    tuberosities = landmarks.get("ischial_tuberosity_right"), landmarks.get("ischial_tuberosity_left")
+    if None not in tuberosities:  # the frame the spec (and the ground truth) uses
+        _, horizontal, cranial = pelvic_frame(tuberosities[0], tuberosities[1], spacing_mm)
+    else:
+        cranial = -caudal_direction(landmarks)
+        horizontal = np.array([-cranial[1], cranial[0]])
+        horizontal = horizontal if horizontal[0] > 0 else -horizontal
+    for side in SIDES:
+        femur, centre = masks.get(f"femur_{side}"), landmarks.get(f"femoral_head_centre_{side}")
+        if femur is None or centre is None or np.count_nonzero(femur) < _MIN_FEMUR_PIXELS:
+            continue
+        femur_mm = _points_mm(femur, spacing_xy)
+        centre_mm = np.asarray(centre, dtype=np.float64) * spacing_xy
+        lateral = -horizontal if side == "right" else horizontal  # image x grows toward the patient's left
+        moved: dict[str, np.ndarray | None] = {}
+        if landmarks.get(f"greater_trochanter_{side}") is not None:
+            radius = _head_radius_mm(masks, side, float(spacing_xy.prod()))
+            moved[f"greater_trochanter_{side}"] = greater_trochanter(femur_mm, centre_mm, radius, lateral, cranial)
+        axis = shaft_axis(femur_mm, centre_mm, cranial)
+        for level in ("proximal", "distal"):
+            name = f"femoral_shaft_{level}_{side}"
+            if axis is not None and (point := landmarks.get(name)) is not None:
+                moved[name] = shaft_midpoint(femur_mm, axis, np.asarray(point, dtype=np.float64) * spacing_xy)
+        for name, point_mm in moved.items():
+            if point_mm is not None:
+                out[name] = (float(point_mm[0] / spacing_xy[0]), float(point_mm[1] / spacing_xy[1]))
+    return out
