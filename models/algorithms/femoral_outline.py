@@ -23,8 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.algorithms.geometry import pelvic_frame
-from models.algorithms.pelvic_extremes import EXTREME_TOLERANCE_MM, caudal_direction
+from models.algorithms.hip_outline import head_radius_mm, pelvic_axes
+from models.algorithms.pelvic_extremes import EXTREME_TOLERANCE_MM
 from models.algorithms.vocabulary import SIDES
 
 Point = tuple[float, float]
@@ -35,8 +35,6 @@ TROCHANTER_CRANIAL_REACH_MM = (-35.0, 40.0)
 """Band along the vertical, relative to the head centre, in which the trochanter tip is sought."""
 SHAFT_AXIS_LEVELS_MM = (70.0, 170.0)
 """Distances below the head centre whose cross-section centroids define the shaft axis (the diaphysis)."""
-DEFAULT_HEAD_RADIUS_MM = 25.0
-"""Used when neither hip has a femoral head mask (both replaced)."""
 _MIN_FEMUR_PIXELS = 100
 _MIN_SECTION_PIXELS = 20
 
@@ -46,21 +44,12 @@ def _points_mm(mask: np.ndarray, spacing_xy: np.ndarray) -> np.ndarray:
     return np.column_stack([xs, ys]).astype(np.float64) * spacing_xy
 
 
-def _head_radius_mm(masks: Mapping[str, np.ndarray], side: str, pixel_area_mm2: float) -> float:
-    """Area-equivalent radius of this side's head mask, else the other side's (an implant replaced it)."""
-    for candidate in (side, "left" if side == "right" else "right"):
-        head = masks.get(f"femoral_head_{candidate}")
-        if head is not None and (area := int(np.count_nonzero(head))) >= _MIN_FEMUR_PIXELS:
-            return float(np.sqrt(area * pixel_area_mm2 / np.pi))
-    return DEFAULT_HEAD_RADIUS_MM
-
-
-def greater_trochanter(femur_mm: np.ndarray, head_centre_mm: np.ndarray, head_radius_mm: float,
+def greater_trochanter(femur_mm: np.ndarray, head_centre_mm: np.ndarray, radius_mm: float,
                        lateral: np.ndarray, cranial: np.ndarray) -> np.ndarray | None:
     """Most cranial femur point lateral of the head (mm coordinates), or None when there is none."""
     rel = femur_mm - head_centre_mm
     height = rel @ cranial
-    region = ((rel @ lateral > head_radius_mm + TROCHANTER_LATERAL_CLEARANCE_MM)
+    region = ((rel @ lateral > radius_mm + TROCHANTER_LATERAL_CLEARANCE_MM)
               & (height > TROCHANTER_CRANIAL_REACH_MM[0]) & (height < TROCHANTER_CRANIAL_REACH_MM[1]))
     if not region.any():
         return None
@@ -105,13 +94,7 @@ def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mappin
     """
     out = dict(landmarks)
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
-    tuberosities = landmarks.get("ischial_tuberosity_right"), landmarks.get("ischial_tuberosity_left")
-    if None not in tuberosities:  # the frame the spec (and the ground truth) uses
-        _, horizontal, cranial = pelvic_frame(tuberosities[0], tuberosities[1], spacing_mm)
-    else:
-        cranial = -caudal_direction(landmarks)
-        horizontal = np.array([-cranial[1], cranial[0]])
-        horizontal = horizontal if horizontal[0] > 0 else -horizontal
+    horizontal, cranial = pelvic_axes(landmarks, spacing_mm)
     for side in SIDES:
         femur, centre = masks.get(f"femur_{side}"), landmarks.get(f"femoral_head_centre_{side}")
         if femur is None or centre is None or np.count_nonzero(femur) < _MIN_FEMUR_PIXELS:
@@ -121,7 +104,7 @@ def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mappin
         lateral = -horizontal if side == "right" else horizontal  # image x grows toward the patient's left
         moved: dict[str, np.ndarray | None] = {}
         if landmarks.get(f"greater_trochanter_{side}") is not None:
-            radius = _head_radius_mm(masks, side, float(spacing_xy.prod()))
+            radius = head_radius_mm(masks, side, spacing_mm)
             moved[f"greater_trochanter_{side}"] = greater_trochanter(femur_mm, centre_mm, radius, lateral, cranial)
         axis = shaft_axis(femur_mm, centre_mm, cranial)
         for level in ("proximal", "distal"):

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.algorithms.femoral_outline import snap_to_femoral_outline
+from models.algorithms.hip_outline import snap_to_hip_masks
 from models.algorithms.measurements import compute_measurements
 from models.algorithms.pelvic_extremes import snap_to_pelvis_outline
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
@@ -227,6 +228,8 @@ PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
 """Listed with the models: it changes landmarks, so result UIDs must change with it."""
 FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.0")
 """Greater trochanters and shaft points from the femur masks; listed for the same reason."""
+HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.0")
+"""Native head centres and lateral acetabular edges from the fine hip masks; listed for the same reason."""
 
 
 class HipAnalyzer:
@@ -243,6 +246,8 @@ class HipAnalyzer:
         self.snap_pelvic_extremes = True
         # Greater trochanters and shaft points moved onto the femur masks (models.algorithms.femoral_outline).
         self.snap_femoral_outline = True
+        # Native head centres and lateral edges from the head and roof masks (models.algorithms.hip_outline).
+        self.snap_hip_masks = True
 
     @classmethod
     def from_weights(cls, root: Path = WEIGHTS_ROOT) -> HipAnalyzer:
@@ -261,9 +266,9 @@ class HipAnalyzer:
     @property
     def algorithms(self) -> tuple[AlgorithmInfo, ...]:
         models = tuple(AlgorithmInfo(m.manifest.name, m.manifest.version) for m in self.models)
-        rules = ((PELVIC_OUTLINE_RULE,) if self.snap_pelvic_extremes else ()) + (
-            (FEMORAL_OUTLINE_RULE,) if self.snap_femoral_outline else ())
-        return models + rules
+        switched = ((self.snap_pelvic_extremes, PELVIC_OUTLINE_RULE), (self.snap_hip_masks, HIP_MASK_RULE),
+                    (self.snap_femoral_outline, FEMORAL_OUTLINE_RULE))
+        return models + tuple(rule for on, rule in switched if on)
 
     def refine_landmarks(self, pixels: np.ndarray, spacing: tuple[float, float],
                          landmarks: dict[str, tuple[float, float] | None]) -> dict[str, tuple[float, float] | None]:
@@ -289,6 +294,19 @@ class HipAnalyzer:
             x0, y0, x1, y1 = hip.window
             for segment, probability in hip.probabilities.items():
                 masks[f"{segment}_{hip.side}"][y0:y1, x0:x1] = probability >= 0.5
+
+    def apply_outline_rules(self, result: ImageAnalysis, spacing: tuple[float, float]) -> None:
+        """Move the landmarks the masks define better than the networks (each rule switchable for ablation).
+
+        Order matters: the tuberosities set the pelvic frame the others use, and
+        the femoral rules measure from the head centres the hip masks give.
+        """
+        if self.snap_pelvic_extremes:
+            result.landmarks = snap_to_pelvis_outline(result.landmarks, result.masks["pelvis"], spacing)
+        if self.snap_hip_masks:
+            result.landmarks = snap_to_hip_masks(result.landmarks, result.masks, spacing)
+        if self.snap_femoral_outline:
+            result.landmarks = snap_to_femoral_outline(result.landmarks, result.masks, spacing)
 
     def __call__(self, radiograph: RadiographLike) -> ImageAnalysis:
         timings: dict[str, float] = {}
@@ -335,15 +353,12 @@ class HipAnalyzer:
             lap("fine_landmarks")
             self.refine_hip_masks(radiograph.pixels, spacing, result.landmarks, result.masks)
             lap("fine_hips")
-        if spacing is not None and self.snap_pelvic_extremes:
-            result.landmarks = snap_to_pelvis_outline(result.landmarks, result.masks["pelvis"], spacing)
-            lap("pelvic_extremes")
-        if spacing is not None and self.snap_femoral_outline:
-            result.landmarks = snap_to_femoral_outline(result.landmarks, result.masks, spacing)
-            lap("femoral_outline")
         for side, operated in operated_sides(seg).items():
             if not operated:  # spurious implant pixels on a native hip
                 result.masks[f"implant_{side}"] = np.zeros_like(result.masks[f"implant_{side}"])
+        if spacing is not None:  # outline rules measure in mm (models.algorithms.*_outline, pelvic_extremes)
+            self.apply_outline_rules(result, spacing)
+            lap("outline_rules")
         result.measurements = measure(result.landmarks, spacing, result.masks)
         lap("measure")
         result.algorithms = self.algorithms
