@@ -22,6 +22,7 @@ import numpy as np
 
 from models.algorithms.femoral_outline import snap_to_femoral_outline
 from models.algorithms.hip_outline import snap_to_hip_masks
+from models.algorithms.implant_outline import snap_to_implant_outline
 from models.algorithms.measurements import compute_measurements
 from models.algorithms.pelvic_extremes import snap_to_pelvis_outline
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
@@ -42,12 +43,14 @@ MIN_NEIGHBOUR_CORRELATION = 0.5
 MIN_PELVIS_FRACTION = 0.04
 MAX_PELVIS_FRACTION = 0.85
 MIN_HIP_FRACTION = 0.002
-IMPLANT_MIN_FRACTION = 0.032
+IMPLANT_MIN_FRACTION = 0.005
 """Implant area (fraction of the image) from which a side counts as operated.
 
-Chosen on the training anatomies (Pelvic-Ref-001/004) of the reference
-weights: native sides reached up to 3.0% of spurious implant pixels, true
-implants 3.5% and more (one at 1.7%). Below it the implant mask is cleared.
+Chosen on the training anatomies (Pelvic-Ref-001/004, 612 hips) of the
+reference segmentation weights 0.2.0: native sides had no implant pixel at all
+(largest implant probability 0.025), true implants covered 2.5% of the image
+and more. Below it the implant mask is cleared. (The earlier 3.2% was set for
+older weights and missed 2 of 21 implants on held-out anatomy.)
 """
 
 
@@ -228,8 +231,8 @@ PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
 """Listed with the models: it changes landmarks, so result UIDs must change with it."""
 FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.0")
 """Greater trochanters and shaft points from the femur masks; listed for the same reason."""
-HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.0")
-"""Native head centres and lateral acetabular edges from the fine hip masks; listed for the same reason."""
+HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.1")
+"""Native head centres, lateral acetabular edges (fine hip masks) and stem tips (implant mask); listed likewise."""
 
 
 class HipAnalyzer:
@@ -246,7 +249,8 @@ class HipAnalyzer:
         self.snap_pelvic_extremes = True
         # Greater trochanters and shaft points moved onto the femur masks (models.algorithms.femoral_outline).
         self.snap_femoral_outline = True
-        # Native head centres and lateral edges from the head and roof masks (models.algorithms.hip_outline).
+        # Native head centres and lateral edges from the head and roof masks, stem tips from the implant mask
+        # (models.algorithms.hip_outline, implant_outline).
         self.snap_hip_masks = True
 
     @classmethod
@@ -305,6 +309,7 @@ class HipAnalyzer:
             result.landmarks = snap_to_pelvis_outline(result.landmarks, result.masks["pelvis"], spacing)
         if self.snap_hip_masks:
             result.landmarks = snap_to_hip_masks(result.landmarks, result.masks, spacing)
+            result.landmarks = snap_to_implant_outline(result.landmarks, result.masks, spacing)
         if self.snap_femoral_outline:
             result.landmarks = snap_to_femoral_outline(result.landmarks, result.masks, spacing)
 

@@ -1,0 +1,49 @@
+"""Stem tips from the implant mask: exact geometry on drawn stems."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from models.algorithms.implant_outline import snap_to_implant_outline
+
+SPACING = (0.5, 0.5)  # mm per pixel (row, col)
+ROWS, COLS = 1000, 800
+
+
+def _stem(tip_row: int, angle_deg: float = 0.0) -> tuple[np.ndarray, tuple[float, float], dict]:
+    """A right stem (head, then a tapered shaft ending in a round tip at ``tip_row``), rotated about the image centre."""
+    mask = np.zeros((ROWS, COLS), np.uint8)
+    cv2.circle(mask, (250, 300), 30, 1, -1)  # prosthetic head
+    cv2.fillConvexPoly(mask, np.array([[215, 330], [285, 330], [262, tip_row - 12], [238, tip_row - 12]]), 1)
+    cv2.circle(mask, (250, tip_row - 12), 12, 1, -1)  # rounded tip: its lowest row is tip_row
+    landmarks = {"ischial_tuberosity_right": (300.0, 500.0), "ischial_tuberosity_left": (600.0, 500.0),
+                 "femoral_head_centre_right": (250.0, 300.0), "femoral_head_centre_left": (550.0, 300.0)}
+    matrix = cv2.getRotationMatrix2D((COLS / 2, ROWS / 2), angle_deg, 1.0)
+    mask = cv2.warpAffine(mask, matrix, (COLS, ROWS), flags=cv2.INTER_NEAREST)
+    landmarks = {k: tuple(matrix @ np.array([x, y, 1.0])) for k, (x, y) in landmarks.items()}
+    return mask.astype(bool), tuple(matrix @ np.array([250.0, float(tip_row), 1.0])), landmarks
+
+
+@pytest.mark.parametrize("angle", [0.0, 8.0, -10.0])
+def test_tip_moves_to_the_stems_distal_end(angle: float) -> None:
+    mask, tip, landmarks = _stem(tip_row=800, angle_deg=angle)
+    landmarks["stem_tip_right"] = (tip[0] + 20.0, tip[1] - 24.0)  # network 16 mm off
+    got = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)["stem_tip_right"]
+    assert np.linalg.norm(np.subtract(got, tip)) <= 2.0, (got, tip)  # 1 mm = 2 px, the round tip's mean
+
+
+def test_a_stem_cut_by_the_film_edge_keeps_the_networks_point() -> None:
+    mask, _, landmarks = _stem(tip_row=1100)  # runs off the bottom of the film
+    landmarks["stem_tip_right"] = (250.0, 990.0)
+    got = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)
+    assert got["stem_tip_right"] == (250.0, 990.0)
+
+
+def test_absent_tips_stay_null_and_native_sides_are_untouched() -> None:
+    mask, _, landmarks = _stem(tip_row=800)
+    landmarks["stem_tip_right"] = None  # the network said absent: not invented from the mask
+    landmarks["stem_tip_left"] = None
+    got = snap_to_implant_outline(landmarks, {"implant_right": mask, "implant_left": np.zeros_like(mask)}, SPACING)
+    assert got["stem_tip_right"] is None and got["stem_tip_left"] is None
