@@ -60,15 +60,19 @@ def greater_trochanter(femur_mm: np.ndarray, head_centre_mm: np.ndarray, radius_
 def shaft_axis(femur_mm: np.ndarray, head_centre_mm: np.ndarray, cranial: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray] | None:
     """(point, distal unit direction) of the line through the diaphysis' cross-section centroids."""
-    depth = (femur_mm - head_centre_mm) @ (-cranial)
-    centroids = [femur_mm[(depth >= level) & (depth < level + 2.0)]
-                 for level in np.arange(*SHAFT_AXIS_LEVELS_MM, 4.0)]
-    centroids = [section.mean(axis=0) for section in centroids if len(section) >= _MIN_SECTION_PIXELS]
+    depth = (femur_mm - head_centre_mm) @ (-cranial) - SHAFT_AXIS_LEVELS_MM[0]
+    # 2 mm thick sections every 4 mm, summed in one pass (a mask per level costs 25 passes over ~1e6 pixels)
+    section = np.floor(depth / 4.0).astype(np.int64)
+    inside = (depth >= 0) & (depth < SHAFT_AXIS_LEVELS_MM[1] - SHAFT_AXIS_LEVELS_MM[0]) & (depth - 4.0 * section < 2.0)
+    section, points = section[inside], femur_mm[inside]
+    counts = np.bincount(section)
+    sums = np.column_stack([np.bincount(section, weights=points[:, axis]) for axis in (0, 1)])
+    filled = counts >= _MIN_SECTION_PIXELS
+    centroids = sums[filled] / counts[filled, None]
     if len(centroids) < 3:
         return None
-    stacked = np.array(centroids)
-    mean = stacked.mean(axis=0)
-    direction = np.linalg.svd(stacked - mean)[2][0]
+    mean = centroids.mean(axis=0)
+    direction = np.linalg.svd(centroids - mean)[2][0]
     return mean, (direction if direction @ cranial < 0 else -direction)
 
 

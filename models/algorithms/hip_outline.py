@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from models.algorithms.geometry import pelvic_frame
-from models.algorithms.pelvic_extremes import caudal_direction
+from models.algorithms.pelvic_extremes import caudal_direction, crop_around
 from models.algorithms.vocabulary import SIDES
 
 Point = tuple[float, float]
@@ -34,6 +34,9 @@ ROOF_REACH_MM = 8.0
 """Roof pixels count up to this far outside the head's rim (the roof segment's own depth)."""
 ROOF_BELOW_CENTRE_MM = 2.0
 """The edge may sit this far below the head centre (a shallow, dysplastic roof)."""
+HIP_WINDOW_MM = 70.0
+"""Half-size of the window around the predicted head centre the masks are read in (a head is <= 35 mm across
+the radius, its roof within 8 mm of it; the window also saves scanning the whole film)."""
 DEFAULT_HEAD_RADIUS_MM = 25.0
 """Used when neither hip has a femoral head mask (both replaced)."""
 MIN_HEAD_PIXELS = 100
@@ -105,13 +108,21 @@ def snap_to_hip_masks(landmarks: Mapping[str, Point | None], masks: Mapping[str,
         if implant is not None and np.any(implant):
             continue
         centre_name, edge_name = f"femoral_head_centre_{side}", f"acetabular_lateral_edge_{side}"
+        predicted = out.get(centre_name)
+        if predicted is None:
+            continue
+        radius_px = HIP_WINDOW_MM / np.array([spacing_mm[1], spacing_mm[0]])
         head = masks.get(f"femoral_head_{side}")
-        if out.get(centre_name) is not None and head is not None:
-            out[centre_name] = femoral_head_centre(head) or out[centre_name]
-        roof, centre = masks.get(f"acetabular_roof_{side}"), out.get(centre_name)
-        if out.get(edge_name) is not None and roof is not None and centre is not None:
+        if head is not None:
+            window, x0, y0 = crop_around(head, predicted, radius_px)
+            if (centre := femoral_head_centre(window)) is not None:
+                out[centre_name] = (centre[0] + x0, centre[1] + y0)
+        roof, centre = masks.get(f"acetabular_roof_{side}"), out[centre_name]
+        if out.get(edge_name) is not None and roof is not None:
             lateral = -horizontal if side == "right" else horizontal  # image x grows toward the patient's left
-            edge = acetabular_lateral_edge(roof, centre, head_radius_mm(masks, side, spacing_mm), lateral,
-                                           cranial, spacing_mm)
-            out[edge_name] = edge or out[edge_name]
+            window, x0, y0 = crop_around(roof, centre, radius_px)
+            edge = acetabular_lateral_edge(window, (centre[0] - x0, centre[1] - y0),
+                                           head_radius_mm(masks, side, spacing_mm), lateral, cranial, spacing_mm)
+            if edge is not None:
+                out[edge_name] = (edge[0] + x0, edge[1] + y0)
     return out

@@ -44,7 +44,8 @@ def caudal_direction(landmarks: Mapping[str, Point | None]) -> np.ndarray:
     return np.array([0.0, 1.0])
 
 
-def _window(mask: np.ndarray, centre: Point, radius_px: np.ndarray) -> tuple[np.ndarray, int, int]:
+def crop_around(mask: np.ndarray, centre: Point, radius_px: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The part of ``mask`` within ``radius_px`` (x, y) of ``centre``, and its top-left corner (x0, y0)."""
     x0 = max(0, int(np.floor(centre[0] - radius_px[0])))
     y0 = max(0, int(np.floor(centre[1] - radius_px[1])))
     x1 = min(mask.shape[1], int(np.ceil(centre[0] + radius_px[0])) + 1)
@@ -65,7 +66,7 @@ def ischial_tuberosity(
     """Most caudal pelvis pixel within :data:`TUBEROSITY_SEARCH_MM` of ``predicted``."""
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
     radius_px = TUBEROSITY_SEARCH_MM / spacing_xy
-    window, x0, y0 = _window(pelvis, predicted, radius_px)
+    window, x0, y0 = crop_around(pelvis, predicted, radius_px)
     ys, xs = np.nonzero(window)
     if len(xs) == 0:
         return None
