@@ -23,8 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.algorithms.hip_outline import head_radius_mm, pelvic_axes
-from models.algorithms.pelvic_extremes import EXTREME_TOLERANCE_MM
+from models.algorithms.hip_outline import head_radius_mm
+from models.algorithms.pelvic_extremes import extreme_points, pelvic_axes
 from models.algorithms.vocabulary import SIDES
 
 Point = tuple[float, float]
@@ -53,8 +53,7 @@ def greater_trochanter(femur_mm: np.ndarray, head_centre_mm: np.ndarray, radius_
               & (height > TROCHANTER_CRANIAL_REACH_MM[0]) & (height < TROCHANTER_CRANIAL_REACH_MM[1]))
     if not region.any():
         return None
-    candidates, along = femur_mm[region], height[region]
-    return candidates[along >= along.max() - EXTREME_TOLERANCE_MM].mean(axis=0)
+    return extreme_points(femur_mm[region], cranial, np.ones(2)).mean(axis=0)
 
 
 def shaft_axis(femur_mm: np.ndarray, head_centre_mm: np.ndarray, cranial: np.ndarray

@@ -24,8 +24,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from models.algorithms.geometry import pelvic_frame
-from models.algorithms.pelvic_extremes import caudal_direction, crop_around
+from models.algorithms.pelvic_extremes import crop_around, pelvic_axes
 from models.algorithms.vocabulary import SIDES
 
 Point = tuple[float, float]
@@ -35,26 +34,11 @@ ROOF_REACH_MM = 8.0
 ROOF_BELOW_CENTRE_MM = 2.0
 """The edge may sit this far below the head centre (a shallow, dysplastic roof)."""
 HIP_WINDOW_MM = 70.0
-"""Half-size of the window around the predicted head centre the masks are read in (a head is <= 35 mm across
-the radius, its roof within 8 mm of it; the window also saves scanning the whole film)."""
+"""Half-size of the window around the predicted head centre the masks are read in: a head's radius is at most
+35 mm and its roof lies within 8 mm of it, and reading a window spares scanning the whole film."""
 DEFAULT_HEAD_RADIUS_MM = 25.0
 """Used when neither hip has a femoral head mask (both replaced)."""
 MIN_HEAD_PIXELS = 100
-
-
-def pelvic_axes(landmarks: Mapping[str, Point | None], spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """(horizontal toward the patient's left, cranial) unit vectors in image mm.
-
-    The spec's pelvic frame (through the tuberosities) when both are present,
-    else perpendicular to the caudal direction the head centres give.
-    """
-    tuberosities = landmarks.get("ischial_tuberosity_right"), landmarks.get("ischial_tuberosity_left")
-    if tuberosities[0] is not None and tuberosities[1] is not None:
-        _, horizontal, cranial = pelvic_frame(tuberosities[0], tuberosities[1], spacing_mm)
-        return horizontal, cranial
-    cranial = -caudal_direction(landmarks)
-    horizontal = np.array([-cranial[1], cranial[0]])
-    return (horizontal if horizontal[0] > 0 else -horizontal), cranial
 
 
 def head_radius_mm(masks: Mapping[str, np.ndarray], side: str, spacing_mm: tuple[float, float]) -> float:
@@ -103,6 +87,7 @@ def snap_to_hip_masks(landmarks: Mapping[str, Point | None], masks: Mapping[str,
     """
     out = dict(landmarks)
     horizontal, cranial = pelvic_axes(landmarks, spacing_mm)
+    radius_px = HIP_WINDOW_MM / np.array([spacing_mm[1], spacing_mm[0]])
     for side in SIDES:
         implant = masks.get(f"implant_{side}")
         if implant is not None and np.any(implant):
@@ -111,7 +96,6 @@ def snap_to_hip_masks(landmarks: Mapping[str, Point | None], masks: Mapping[str,
         predicted = out.get(centre_name)
         if predicted is None:
             continue
-        radius_px = HIP_WINDOW_MM / np.array([spacing_mm[1], spacing_mm[0]])
         head = masks.get(f"femoral_head_{side}")
         if head is not None:
             window, x0, y0 = crop_around(head, predicted, radius_px)

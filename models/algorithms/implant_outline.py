@@ -16,8 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.algorithms.hip_outline import pelvic_axes
-from models.algorithms.pelvic_extremes import EXTREME_TOLERANCE_MM
+from models.algorithms.pelvic_extremes import extreme_points, pelvic_axes
 from models.algorithms.vocabulary import SIDES
 
 Point = tuple[float, float]
@@ -33,8 +32,7 @@ def stem_tip(implant: np.ndarray, caudal: np.ndarray, spacing_mm: tuple[float, f
         return None
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]])
     points = np.column_stack([xs, ys]).astype(np.float64)
-    along = (points * spacing_xy) @ caudal
-    tip = points[along >= along.max() - EXTREME_TOLERANCE_MM]
+    tip = extreme_points(points, caudal, spacing_xy)
     rows, cols = implant.shape
     margin = EDGE_MARGIN_MM / spacing_xy
     if ((tip[:, 0] < margin[0]) | (tip[:, 0] > cols - 1 - margin[0])

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from models.algorithms.geometry import pelvic_frame
 from models.algorithms.vocabulary import SIDES
 
 Point = tuple[float, float]
@@ -44,6 +45,21 @@ def caudal_direction(landmarks: Mapping[str, Point | None]) -> np.ndarray:
     return np.array([0.0, 1.0])
 
 
+def pelvic_axes(landmarks: Mapping[str, Point | None], spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(horizontal toward the patient's left, cranial) unit vectors in image mm.
+
+    The spec's pelvic frame (through the tuberosities) when both are present,
+    else perpendicular to the caudal direction the head centres give.
+    """
+    tuberosities = landmarks.get("ischial_tuberosity_right"), landmarks.get("ischial_tuberosity_left")
+    if tuberosities[0] is not None and tuberosities[1] is not None:
+        _, horizontal, cranial = pelvic_frame(tuberosities[0], tuberosities[1], spacing_mm)
+        return horizontal, cranial
+    cranial = -caudal_direction(landmarks)
+    horizontal = np.array([-cranial[1], cranial[0]])
+    return (horizontal if horizontal[0] > 0 else -horizontal), cranial
+
+
 def crop_around(mask: np.ndarray, centre: Point, radius_px: np.ndarray) -> tuple[np.ndarray, int, int]:
     """The part of ``mask`` within ``radius_px`` (x, y) of ``centre``, and its top-left corner (x0, y0)."""
     x0 = max(0, int(np.floor(centre[0] - radius_px[0])))
@@ -53,11 +69,13 @@ def crop_around(mask: np.ndarray, centre: Point, radius_px: np.ndarray) -> tuple
     return mask[y0:y1, x0:x1], x0, y0
 
 
-def _extreme(points_px: np.ndarray, direction: np.ndarray, spacing_xy: np.ndarray) -> Point:
-    """Mean of the points within :data:`EXTREME_TOLERANCE_MM` of the extreme along ``direction`` (mm metric)."""
-    along = (points_px * spacing_xy) @ direction
-    chosen = points_px[along >= along.max() - EXTREME_TOLERANCE_MM]
-    return float(chosen[:, 0].mean()), float(chosen[:, 1].mean())
+def extreme_points(points: np.ndarray, direction: np.ndarray, spacing_xy: np.ndarray) -> np.ndarray:
+    """The ``points`` within :data:`EXTREME_TOLERANCE_MM` of the extreme along ``direction`` (mm metric).
+
+    Their mean is the landmark: a flat or rounded end has no single extreme pixel.
+    """
+    along = (points * spacing_xy) @ direction
+    return points[along >= along.max() - EXTREME_TOLERANCE_MM]
 
 
 def ischial_tuberosity(
@@ -74,7 +92,8 @@ def ischial_tuberosity(
     inside = np.linalg.norm((points - predicted) * spacing_xy, axis=1) <= TUBEROSITY_SEARCH_MM
     if not inside.any():
         return None
-    return _extreme(points[inside], caudal, spacing_xy)
+    chosen = extreme_points(points[inside], caudal, spacing_xy)
+    return float(chosen[:, 0].mean()), float(chosen[:, 1].mean())
 
 
 def snap_to_pelvis_outline(
