@@ -49,8 +49,10 @@ class AssociationLog:
             evt.EVT_ABORTED: "aborted",
         }
         outcome = names.get(event.event, "no_association")
-        if outcome in ("released", "aborted"):
+        if outcome in ("released", "aborted", "rejected"):
             # May come after the connection closed and the line was written: no new entry.
+            # EVT_REJECTED fires after the A-ASSOCIATE-RJ is sent, so the peer may close
+            # first; on_close reads a rejection off the response we sent instead.
             with self._lock:
                 found = self._stats.get(id(event.assoc))
             if found is None:
@@ -73,6 +75,8 @@ class AssociationLog:
         if isinstance(pending, ReceiveBuffer) and pending.drop_if_unclaimed():
             stats.failed += 1
         address = event.address
+        if stats.outcome == "no_association" and _sent_reject(assoc):
+            stats.outcome = "rejected"
         if stats.outcome == "established":
             # EVT_RELEASED may not have fired yet: the peer can close as soon as it has
             # our A-RELEASE-RP. Closing in Sta13 (release response sent) is a release.
@@ -90,7 +94,7 @@ class AssociationLog:
             extra={
                 "outcome": stats.outcome,
                 "calling_aet": str(assoc.requestor.ae_title).strip(),
-                "called_aet": str(assoc.acceptor.ae_title).strip(),
+                "called_aet": _called_aet(assoc),
                 "peer": f"{address[0]}:{address[1]}",
                 "stored": stats.stored,
                 "failed": stats.failed,
@@ -99,6 +103,19 @@ class AssociationLog:
                 "ms": round((time.monotonic() - stats.started) * 1000.0, 1),
             },
         )
+
+
+def _sent_reject(assoc: object) -> bool:
+    """Did we answer this connection's A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ (result 1 or 2)?"""
+    primitive = getattr(getattr(assoc, "acceptor", None), "primitive", None)
+    return getattr(primitive, "result", None) in (0x01, 0x02)
+
+
+def _called_aet(assoc: object) -> str:
+    """The AE title the peer asked for (ours, unless it was rejected for calling another)."""
+    request = getattr(getattr(assoc, "requestor", None), "primitive", None)
+    called = getattr(request, "called_ae_title", None)
+    return str(called if called else getattr(getattr(assoc, "acceptor", None), "ae_title", "")).strip()
 
 
 def handle_echo(event: evt.Event) -> int:
