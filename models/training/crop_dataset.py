@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from models.inference.crops import (
     resample_mask,
 )
 from models.training.augment import AugmentConfig, disc_targets, intensity
-from models.training.dataset import DatasetError, SampleRef
+from models.training.dataset import DatasetError, SampleRef, parallel_map
 
 HIP_MASK_BITS: tuple[str, ...] = tuple(f"{seg}_{side}" for seg in FINE_HIP_SEGMENTS for side in SIDES)
 """The 8 source segments packed into bit k of :attr:`FineSample.mask_bits` (k = index here)."""
@@ -78,11 +79,11 @@ def load_fine_sample(ref: SampleRef, mm_per_px: float, with_masks: bool) -> Fine
 
 
 def load_fine_folder(refs: list[SampleRef], task: str, mm_per_px: float,
-                     exclude_anatomy: set[str] | None = None) -> list[FineSample]:
+                     exclude_anatomy: set[str] | None = None, workers: int = 0) -> list[FineSample]:
     """The samples of ``refs`` (minus excluded anatomies) on the fine grid; masks only for ``hip-fine``."""
     excluded = exclude_anatomy or set()
-    return [load_fine_sample(r, mm_per_px, task == "hip-fine") for r in refs
-            if str(r.meta.get("anatomy", "")) not in excluded]
+    kept = [r for r in refs if str(r.meta.get("anatomy", "")) not in excluded]
+    return parallel_map(partial(load_fine_sample, mm_per_px=mm_per_px, with_masks=task == "hip-fine"), kept, workers)
 
 
 @dataclass(frozen=True)

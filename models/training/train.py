@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -55,6 +56,7 @@ class TrainConfig:
     device: str = "cpu"
     mm_per_px: float | None = None  # fine tasks: the crop grid
     jitter_mm: float | None = None  # fine tasks: sigma of the crop centre's offset from the truth
+    workers: int = 0  # DataLoader processes; results do not depend on it (augmentation is seeded per item)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -140,7 +142,8 @@ def fit(
     device = torch.device(cfg.device)
     model = build_model(cfg).to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(data) > cfg.batch_size)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(data) > cfg.batch_size,
+                        num_workers=cfg.workers, pin_memory=device.type == "cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = max(1, cfg.epochs * len(loader))
     warmup = max(1, min(20, total_steps // 10))
@@ -166,7 +169,7 @@ def fit(
             factor = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * factor
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = _step_loss(model, batch, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,5 +197,7 @@ def fit(
         "stopped_by_time_budget": stopped_by_time,
         "samples": len(data),
         "torch_threads": torch.get_num_threads(),
+        "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        "torch": torch.__version__,
     }
     return model, summary

@@ -42,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, help="time budget: the LR schedule anneals within it and training stops at it")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that load samples and cut/augment batches (a GPU run needs several); "
+                             "the weights do not depend on it")
     parser.add_argument("--version", default="0.1.0", help="model version written to the manifest")
 
 
@@ -70,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           size=size, base_channels=args.base_channels, reg_channels=args.reg_channels,
                           augment=not args.no_augment, max_minutes=args.max_minutes, device=device,
-                          mm_per_px=args.mm_per_px, jitter_mm=args.jitter_mm)
+                          mm_per_px=args.mm_per_px, jitter_mm=args.jitter_mm, workers=args.workers)
         refs = list_samples(args.data)
         if fine:
-            samples: list = load_fine_folder(refs, cfg.task, float(cfg.mm_per_px or 0), excluded)
+            samples: list = load_fine_folder(refs, cfg.task, float(cfg.mm_per_px or 0), excluded, args.workers)
         else:
-            samples = load_folder(args.data, cfg.size, exclude_anatomy=excluded or None)
+            samples = load_folder(args.data, cfg.size, exclude_anatomy=excluded or None, workers=args.workers)
     except (DatasetError, ValueError) as exc:
         log.error("cannot train", extra={"reason": str(exc)})
         return 2

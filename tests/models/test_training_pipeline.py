@@ -46,6 +46,24 @@ def test_seeded_training_is_reproducible(toy: Path):
     assert summary["epochs_done"] == 2 and np.isfinite(summary["final_loss"])
 
 
+def test_workers_change_neither_the_samples_nor_the_weights(toy: Path):
+    """``--workers`` only spreads the work: parallel loading and DataLoader workers give the same model."""
+    torch.set_num_threads(1)
+    serial = load_folder(toy, SIZE)
+    parallel = load_folder(toy, SIZE, workers=2)
+    assert [s.meta for s in parallel] == [s.meta for s in serial]
+    for a, b in zip(serial, parallel):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.masks, b.masks)
+        assert np.array_equal(a.landmarks, b.landmarks, equal_nan=True)
+    plain, _ = train(serial, _cfg("landmarks"))
+    cfg = _cfg("landmarks")
+    cfg.workers = 2
+    spread, summary = train(parallel, cfg)
+    for pa, pb in zip(plain.state_dict().values(), spread.state_dict().values()):
+        assert torch.equal(pa, pb)
+    assert summary["hardware"].startswith("cpu") and summary["torch"] == torch.__version__
+
+
 @pytest.mark.parametrize("task", ["segment", "landmarks"])
 def test_onnx_matches_torch_and_manifest(toy: Path, tmp_path: Path, task: str):
     torch.set_num_threads(1)
