@@ -45,8 +45,9 @@ MAX_PELVIS_FRACTION = 0.85
 MIN_HIP_FRACTION = 0.004
 """Femoral-head area (fraction of the image) from which the content check sees a native hip.
 
-Segmentation 0.3.0, full-size films: native heads covered 0.9% (training anatomies,
-32 hips) and 1.15% (held-out Pelvic-Ref-002, 121 hips) of the image at least.
+Segmentation 0.3.0: native heads covered at least 0.9% of the image (training
+anatomies, full size, 32 hips) and 1.15% (held-out Pelvic-Ref-002 at 0.15-0.7 mm
+pixels, 121 hips).
 """
 IMPLANT_MIN_FRACTION = 0.01
 """Implant area (fraction of the image) from which a side counts as operated.

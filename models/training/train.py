@@ -65,6 +65,8 @@ class TrainConfig:
             defaults = FINE_DEFAULTS[self.task]
             self.mm_per_px = self.mm_per_px or float(defaults["mm_per_px"])
             self.jitter_mm = defaults["jitter_mm"] if self.jitter_mm is None else self.jitter_mm
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (load in this process) or more, got {self.workers}")
         if self.size % (2**self.depth):
             raise ValueError(f"size {self.size} must be divisible by 2**depth = {2**self.depth}")
 

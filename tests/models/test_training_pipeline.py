@@ -105,6 +105,8 @@ def test_train_command_writes_weights_and_rejects_bad_data(toy: Path, tmp_path: 
     assert Manifest.read(tmp_path / "w").task == "landmarks"
     assert main(["train", "segment", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+    assert main(["train", "segment", "--data", str(toy), "--out", str(tmp_path / "y"), "--workers", "-1"]) == 2
+    assert not (tmp_path / "y").exists()
 
 
 def test_eval_rotation_holds_each_anatomy_out(toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
