@@ -62,7 +62,15 @@ def _generate(args: argparse.Namespace, out: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.align.evaluate import ABLATIONS, evaluate, format_table, load_pair_folder, summarise
+    from models.align.evaluate import (
+        ABLATIONS,
+        evaluate,
+        format_paired,
+        format_table,
+        load_pair_folder,
+        paired_comparisons,
+        summarise,
+    )
     from models.align.matching import MATCHERS, get_matcher
     from models.align.pipeline import ALIGN_METHODS
 
@@ -103,10 +111,13 @@ def run(args: argparse.Namespace) -> int:
             log.error("cannot evaluate alignment", extra={"reason": str(exc)})
             return 2
     rows = summarise(report)
+    paired = paired_comparisons(report)
     print(format_table(rows, f"hipnode eval align: {len(folders)} pairs from {data}"))
+    if paired:
+        print(format_paired(paired))
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps({"rows": rows, "best": report.best,
+        args.json_out.write_text(json.dumps({"rows": rows, "paired": paired, "best": report.best,
                                              "outcomes": [asdict(o) for o in report.outcomes]},
                                             indent=2, default=str) + "\n")
     return 0
