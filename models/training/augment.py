@@ -1,6 +1,8 @@
 """Training augmentation on the working grid (numpy in, numpy out).
 
-Intensity scale/shift, gamma, Gaussian noise, horizontal flips WITH side
+Detector-processing looks (unsharp masking from edge enhancement to
+large-area equalisation, blur, random tone curves), intensity scale/shift,
+gamma, Gaussian noise, horizontal flips WITH side
 relabelling (``femur_right`` becomes ``femur_left`` and every ``*_right``
 landmark swaps with its ``*_left`` twin), and a small affine (rotation, scale,
 translation). All randomness comes from the caller's ``numpy`` Generator, so a
@@ -13,6 +15,8 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+
+from models.inference.preprocess import normalise
 
 
 def side_swap_index(names: tuple[str, ...]) -> np.ndarray:
@@ -59,10 +63,16 @@ class AugmentConfig:
     intensity_shift: float = 0.08
     gamma: float = 0.3
     noise_sigma: float = 0.03
+    # Detector processing (vendor look): each applied with probability ``processing_p``.
+    processing_p: float = 0.5
+    unsharp_amount: float = 1.2  # high-frequency gain in [-amount/3, amount] (negative: softer)
+    unsharp_sigma_px: tuple[float, float] = (2.0, 24.0)  # fine edge enhancement .. large-area equalisation
+    blur_sigma_px: float = 1.0
+    tone_strength: float = 0.35  # how far the random monotone tone curve bends
 
     @classmethod
     def off(cls) -> AugmentConfig:
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, processing_p=0.0)
 
 
 def hflip(sample: WorkSample, segment_swap: np.ndarray, landmark_swap: np.ndarray) -> WorkSample:
@@ -114,6 +124,49 @@ def intensity(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -
     return img.astype(np.float32)
 
 
+def processing(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+               content_shape: tuple[int, int] | None = None, renormalise: bool = True) -> np.ndarray:
+    """A random detector-processing look on a [0, 1] image: unsharp masking, blur, tone curve.
+
+    DX vendors ship films through multi-scale edge enhancement, dynamic-range
+    equalisation and their own tone curves; weights trained on one rendering
+    style failed on another (docs/models.md), so each training image gets a
+    different look. Each step is drawn with probability ``processing_p``;
+    the result is re-normalised the way inference normalises (5-95 percentile,
+    min-max), so only the look changes, not the input range. Only the image
+    content (top-left ``content_shape`` of the canvas) is processed; the
+    padding stays as inference pads. A crop of an already normalised image
+    (the fine stage) is clipped to [0, 1] instead (``renormalise=False``).
+    """
+    out = np.array(image, dtype=np.float32)
+    rows, cols = content_shape if content_shape is not None else out.shape
+    img = out[:rows, :cols]
+    changed = False
+    if rng.random() < cfg.processing_p and cfg.unsharp_amount > 0:
+        low, high = cfg.unsharp_sigma_px
+        sigma = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        amount = float(rng.uniform(-cfg.unsharp_amount / 3.0, cfg.unsharp_amount))
+        img = img + amount * (img - cv2.GaussianBlur(img, (0, 0), sigma))
+        changed = True
+    if rng.random() < cfg.processing_p and cfg.blur_sigma_px > 0:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.3, cfg.blur_sigma_px)))
+        changed = True
+    if changed:
+        img = normalise(img) if renormalise else np.clip(img, 0.0, 1.0)
+    if rng.random() < cfg.processing_p and cfg.tone_strength > 0:
+        img = tone_curve(img, rng, cfg.tone_strength)
+    out[:rows, :cols] = img
+    return out
+
+
+def tone_curve(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A random increasing curve through (0, 0) and (1, 1): knots jittered by ``strength``, then sorted."""
+    knots_x = np.linspace(0.0, 1.0, 6)
+    inner = knots_x[1:-1] + rng.uniform(-strength, strength, 4) / 4.0
+    knots_y = np.concatenate([[0.0], np.sort(np.clip(inner, 0.02, 0.98)), [1.0]])
+    return np.interp(np.clip(image, 0.0, 1.0), knots_x, knots_y).astype(np.float32)
+
+
 def augment(
     sample: WorkSample,
     rng: np.random.Generator,
@@ -121,7 +174,11 @@ def augment(
     segment_swap: np.ndarray,
     landmark_swap: np.ndarray,
 ) -> WorkSample:
-    """Apply a random flip, affine and intensity change drawn from ``rng``."""
+    """Apply a random processing look, flip, affine and intensity change drawn from ``rng``."""
+    if cfg.processing_p > 0:
+        transform = sample.meta.get("transform")
+        content = getattr(transform, "content_shape", None)
+        sample = replace(sample, image=processing(sample.image, rng, cfg, content))
     if cfg.flip_p > 0 and rng.random() < cfg.flip_p:
         sample = hflip(sample, segment_swap, landmark_swap)
     if cfg.rotate_deg > 0 or cfg.scale > 0 or cfg.translate_frac > 0:

@@ -5,7 +5,7 @@ mm grid (:func:`models.inference.crops.make_level`) and kept in memory as
 float16, with the hip segments packed into the bits of one uint8 map. Crops are
 cut per epoch around the true landmark or head centre *plus a random offset*
 (the coarse stage's error at inference), with a small rotation/scale, the
-left side mirrored, and the intensity augmentation of the coarse models.
+left side mirrored, and the processing and intensity augmentation of the coarse models.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from models.inference.crops import (
     make_level,
     resample_mask,
 )
-from models.training.augment import AugmentConfig, disc_targets, intensity
+from models.training.augment import AugmentConfig, disc_targets, intensity, processing
 from models.training.dataset import DatasetError, SampleRef, parallel_map
 
 HIP_MASK_BITS: tuple[str, ...] = tuple(f"{seg}_{side}" for seg in FINE_HIP_SEGMENTS for side in SIDES)
@@ -112,6 +112,8 @@ def _random_crop(rng: np.random.Generator, centre: tuple[float, float], size: in
 def _image_tensor(crop: Crop, sample: FineSample, rng: np.random.Generator, aug: CropAugment) -> torch.Tensor:
     image = crop.cut(sample.image.astype(np.float32))
     cfg = aug.intensity
+    if cfg.processing_p > 0:
+        image = processing(image, rng, cfg, renormalise=False)
     if cfg.intensity_scale > 0 or cfg.gamma > 0 or cfg.noise_sigma > 0:
         image = intensity(image, rng, cfg)
     return torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32))
