@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,8 +202,33 @@ class _Image:
     dataset: Any = None
 
 
-def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None) -> Scores:
-    """Run the ONNX analysis under ``weights`` (segment/, landmarks/) on dataset samples."""
+def processing_look(image: np.ndarray, spacing: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """``image`` as another detector's processing might have rendered it (robustness test).
+
+    The training augmentation's unsharp masking, blur and tone curve, with its
+    pixel sizes (set on the ~1.45 mm coarse grid) scaled to this image's pixels.
+    """
+    from dataclasses import replace as dc_replace
+
+    from models.training.augment import AugmentConfig, processing
+
+    base = AugmentConfig()
+    scale = 1.45 / max(1e-6, float(np.mean(spacing)))
+    cfg = dc_replace(base, processing_p=1.0, blur_sigma_px=base.blur_sigma_px * scale,
+                     unsharp_sigma_px=(base.unsharp_sigma_px[0] * scale, base.unsharp_sigma_px[1] * scale))
+    step = max(1, int(np.sqrt(image.size / 250_000)))
+    lo, hi = np.percentile(image[::step, ::step], [0.5, 99.5])
+    unit = np.clip((image - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
+    return processing(unit, rng, cfg)
+
+
+def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None,
+                     look_seed: int | None = None) -> Scores:
+    """Run the ONNX analysis under ``weights`` (segment/, landmarks/) on dataset samples.
+
+    ``look_seed``: give every image a random detector-processing look first
+    (:func:`processing_look`), to measure how much the weights depend on one rendering style.
+    """
     from models.inference.analyzer import HipAnalyzer
     from models.training.dataset import list_samples
 
@@ -219,6 +245,8 @@ def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None)
         truth_meas = ref.meta.get("measurements")
         if not isinstance(truth_meas, dict):
             truth_meas = compute_measurements(truth_lm, spacing, masks)
+        if look_seed is not None:
+            image = processing_look(image, spacing, np.random.default_rng((look_seed, zlib.crc32(ref.name.encode()))))  # type: ignore[arg-type]
         pred = analyzer(_Image(image, spacing, str(ref.meta.get("calibration") or "")))  # type: ignore[arg-type]
         score_image(scores, pred, masks, truth_lm, truth_meas, spacing, ref.name)  # type: ignore[arg-type]
     return scores

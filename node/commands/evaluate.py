@@ -22,6 +22,8 @@ def _configure_analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, help="score these weights (segment/, landmarks/) instead of the rotation")
     p.add_argument("--anatomy", action="append", help="with --weights: only these anatomies; "
                    "without: only these held-out folds")
+    p.add_argument("--processing-look", type=int, metavar="SEED",
+                   help="with --weights: give each image a random detector-processing look first (robustness)")
     p.add_argument("--out", type=Path, help="write fold models and eval_analyze.json here")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
@@ -43,7 +45,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         if args.weights is not None:
-            summary = summarise(evaluate_weights(args.weights, args.data, set(args.anatomy) if args.anatomy else None))
+            summary = summarise(evaluate_weights(args.weights, args.data, set(args.anatomy) if args.anatomy else None,
+                                                 look_seed=args.processing_look))
             print(format_report(summary, f"weights {args.weights} on {args.data}"))
             if args.out is not None:
                 args.out.mkdir(parents=True, exist_ok=True)

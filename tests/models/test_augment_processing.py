@@ -65,3 +65,14 @@ def test_unsharp_masking_sharpens_edges() -> None:
         gains.append(edge / (np.abs(np.diff(film[48, :128])).max() / film[:96, :128].std()))
     # Amounts are drawn from [-0.4, 1.2]: most draws sharpen, a few soften.
     assert max(gains) > 1.15 and min(gains) < 1.0
+
+
+def test_processing_look_for_evaluation_scales_to_the_source_pixels() -> None:
+    from models.training.evaluate import processing_look
+
+    raw = 1000.0 + 3000.0 * _film(size=128)  # detector values, not [0, 1]
+    a = processing_look(raw, (0.145, 0.145), np.random.default_rng(1))
+    b = processing_look(raw, (0.145, 0.145), np.random.default_rng(1))
+    c = processing_look(raw, (0.145, 0.145), np.random.default_rng(2))
+    assert a.shape == raw.shape and a.min() >= 0.0 and a.max() <= 1.0
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
