@@ -18,6 +18,10 @@ import numpy as np
 
 from models.inference.preprocess import normalise
 
+COARSE_GRID_MM_PER_PX = 1.45
+"""About the coarse models' pixel size on a full AP pelvis film (1.4-1.5 mm): the unit of
+:class:`AugmentConfig`'s processing radii."""
+
 
 def side_swap_index(names: tuple[str, ...]) -> np.ndarray:
     """Index permutation that swaps every ``*_right`` name with its ``*_left`` twin."""
@@ -66,7 +70,7 @@ class AugmentConfig:
     # Detector processing (vendor look): each applied with probability ``processing_p``.
     processing_p: float = 0.5
     unsharp_amount: float = 1.2  # high-frequency gain in [-amount/3, amount] (negative: softer)
-    unsharp_sigma_px: tuple[float, float] = (2.0, 24.0)  # fine edge enhancement .. large-area equalisation
+    unsharp_sigma_px: tuple[float, float] = (2.0, 24.0)  # coarse-grid px: edge enhancement .. large-area equalisation
     blur_sigma_px: float = 1.0
     tone_strength: float = 0.35  # how far the random monotone tone curve bends
 
@@ -129,9 +133,9 @@ def processing(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
     """A random detector-processing look on a [0, 1] image: unsharp masking, blur, tone curve.
 
     DX vendors ship films through multi-scale edge enhancement, dynamic-range
-    equalisation and their own tone curves; weights trained on one rendering
-    style failed on another (docs/models.md), so each training image gets a
-    different look. Each step is drawn with probability ``processing_p``;
+    equalisation and their own tone curves; weights that saw one look lose
+    accuracy on others (docs/models.md, "Robustness to processing"), so each
+    training image gets a different look. Each step is drawn with probability ``processing_p``;
     the result is re-normalised the way inference normalises (5-95 percentile,
     min-max), so only the look changes, not the input range. Only the image
     content (top-left ``content_shape`` of the canvas) is processed; the

@@ -206,20 +206,18 @@ def processing_look(image: np.ndarray, spacing: tuple[float, float], rng: np.ran
     """``image`` as another detector's processing might have rendered it (robustness test).
 
     The training augmentation's unsharp masking, blur and tone curve, with its
-    pixel sizes (set on the ~1.45 mm coarse grid) scaled to this image's pixels.
+    pixel sizes (set on the coarse grid) scaled to this image's pixels.
     """
     from dataclasses import replace as dc_replace
 
-    from models.training.augment import AugmentConfig, processing
+    from models.inference.preprocess import normalise
+    from models.training.augment import COARSE_GRID_MM_PER_PX, AugmentConfig, processing
 
     base = AugmentConfig()
-    scale = 1.45 / max(1e-6, float(np.mean(spacing)))
+    scale = COARSE_GRID_MM_PER_PX / max(1e-6, float(np.mean(spacing)))
     cfg = dc_replace(base, processing_p=1.0, blur_sigma_px=base.blur_sigma_px * scale,
                      unsharp_sigma_px=(base.unsharp_sigma_px[0] * scale, base.unsharp_sigma_px[1] * scale))
-    step = max(1, int(np.sqrt(image.size / 250_000)))
-    lo, hi = np.percentile(image[::step, ::step], [0.5, 99.5])
-    unit = np.clip((image - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
-    return processing(unit, rng, cfg)
+    return processing(normalise(image, 0.5, 99.5), rng, cfg)
 
 
 def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None,
