@@ -17,12 +17,20 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def _seed(text: str) -> int:
+    """A generator seed: numpy refuses negative ones, so say so before any film is read."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _configure_analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset folder (docs/training-data.md) with 'anatomy' per sample")
     p.add_argument("--weights", type=Path, help="score these weights (segment/, landmarks/) instead of the rotation")
     p.add_argument("--anatomy", action="append", help="with --weights: only these anatomies; "
                    "without: only these held-out folds")
-    p.add_argument("--processing-look", type=int, metavar="SEED",
+    p.add_argument("--processing-look", type=_seed, metavar="SEED",
                    help="with --weights: give each image a random detector-processing look first (robustness)")
     p.add_argument("--out", type=Path, help="write fold models and eval_analyze.json here")
     p.add_argument("--epochs", type=int, default=40)

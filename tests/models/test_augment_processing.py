@@ -76,3 +76,15 @@ def test_processing_look_for_evaluation_scales_to_the_source_pixels() -> None:
     c = processing_look(raw, (0.145, 0.145), np.random.default_rng(2))
     assert a.shape == raw.shape and a.min() >= 0.0 and a.max() <= 1.0
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_negative_look_seed_is_refused_before_any_film_is_read(tmp_path, capsys) -> None:
+    import pytest
+
+    from node.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "analyze", "--data", str(tmp_path / "missing"), "--weights", str(tmp_path),
+              "--processing-look", "-1"])
+    assert exit_info.value.code == 2
+    assert "--processing-look: must be >= 0" in capsys.readouterr().err
