@@ -273,6 +273,34 @@ def _femur_geometry(femur: np.ndarray, pelvis_side: np.ndarray, volume: Volume, 
     return geo, cand
 
 
+SYMPHYSIS_SEARCH_MM = 20.0
+"""The symphysis is sought this far either side of the sacral midline (the two need not coincide:
+5 mm apart in Pelvic-Ref-002 and -004)."""
+SYMPHYSIS_FACE_MM = 4.0
+"""Pubic surface within this distance of the gap's centre plane counts as the joint's face."""
+
+
+def symphysis_gap_x(pelvis: np.ndarray, volume: Volume, midline_x: float) -> float:
+    """x (mm) of the pubic symphysis: the thinnest hip-bone column near the sacral midline.
+
+    The two pubic bodies meet across a cartilage gap, so the hip-bone label
+    is thinnest (often empty) in the x-columns of the joint; bone elsewhere
+    near the midline exists only at the symphysis (the sacrum is another label).
+    """
+    spacing = float(volume.spacing_mm[0])
+    centre = (midline_x - float(volume.origin_mm[0])) / spacing
+    lo = max(int(np.floor(centre - SYMPHYSIS_SEARCH_MM / spacing)), 0)
+    hi = min(int(np.ceil(centre + SYMPHYSIS_SEARCH_MM / spacing)) + 1, pelvis.shape[0])
+    columns = pelvis[lo:hi].sum(axis=(1, 2)).astype(np.float64)
+    if not columns.any():
+        raise VolumeFormatError(f"{volume.name}: no pubic symphysis near the midline")
+    columns = ndimage.gaussian_filter1d(columns, 1.0 / spacing)
+    bone = np.nonzero(columns > 0.05 * columns.max())[0]
+    inner = slice(bone.min(), bone.max() + 1)  # the gap lies between bone on both sides
+    idx = lo + inner.start + int(np.argmin(columns[inner]))
+    return float(volume.origin_mm[0]) + idx * spacing
+
+
 def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Smallest rotation matrix taking unit vector ``a`` onto unit vector ``b`` (Rodrigues)."""
     v = np.cross(a, b)
@@ -351,10 +379,12 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
         if rim.sum() < 3:
             raise VolumeFormatError(f"{volume.name}: no acetabular roof found on the {side}")
         candidates[f"acetabular_lateral_edge_{side}"] = own[rim]
-    near_mid = pelvis_surf[np.abs(pelvis_surf[:, 0] - midline_x) <= 6.0]
-    if len(near_mid) == 0:
-        raise VolumeFormatError(f"{volume.name}: no pubic symphysis near the midline")
-    candidates["pubic_symphysis"] = near_mid[near_mid[:, 2] >= near_mid[:, 2].max() - 6.0]
+    gap_x = symphysis_gap_x(pelvis, volume, midline_x)
+    for face, sign in (("right", -1.0), ("left", 1.0)):
+        own = pelvis_surf[(sign * (pelvis_surf[:, 0] - gap_x) > 0) & (np.abs(pelvis_surf[:, 0] - gap_x) <= SYMPHYSIS_FACE_MM)]
+        if len(own) == 0:
+            raise VolumeFormatError(f"{volume.name}: no {face} pubic body at the symphysis")
+        candidates[f"pubic_symphysis_{face}_face"] = own[own[:, 2] >= own[:, 2].max() - 6.0]
 
     ring_source = _surface_points(pelvis | sacrum, volume)
     ring_points = _farthest_points(ring_source, 64, np.random.default_rng(7))
@@ -424,7 +454,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     return Anatomy(volume.name, pelvis_body, femur_bodies, soft, femur_geo, candidates, ring_points, midline_x, anchor)
 
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 
 
 def _cache_file(label_path: Path) -> Path | None:

@@ -391,7 +391,9 @@ def _landmarks(
     _, horizontal, vertical = pelvic_frame(it["right"], it["left"], (1.0, 1.0))
     for s in SIDES:
         out[f"ischial_tuberosity_{s}"] = tuple(it[s])
-    out["pubic_symphysis"] = tuple(_pick(proj(world_from_anat, cand["pubic_symphysis"]), vertical))
+    # superior end of the joint: midway between the tops of the two pubic bodies' facing surfaces
+    faces = [_pick(proj(world_from_anat, cand[f"pubic_symphysis_{f}_face"]), vertical) for f in SIDES]
+    out["pubic_symphysis"] = tuple(0.5 * (faces[0] + faces[1]))
     for s in SIDES:
         geo = anatomy.femur_geometry[s]
         medial = horizontal if s == "right" else -horizontal

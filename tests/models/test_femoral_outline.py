@@ -6,7 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from models.algorithms.femoral_outline import snap_to_femoral_outline
+from models.algorithms.femoral_outline import (
+    SHAFT_END_CLEARANCE_MM,
+    SHAFT_LEVEL_SPACING_MM,
+    snap_to_femoral_outline,
+)
 
 SPACING = (0.5, 0.5)  # mm per pixel (row, col)
 ROWS, COLS = 1000, 1000
@@ -37,7 +41,7 @@ def _hips(angle_deg: float = 0.0) -> tuple[dict[str, np.ndarray], dict[str, tupl
              "femur_left": femur[:, ::-1].copy(), "femoral_head_left": head[:, ::-1].copy()}
     truth = {"greater_trochanter_right": (170.0, TROCHANTER_TOP),
              "femoral_shaft_proximal_right": (SHAFT_MIDLINE, 500.0),
-             "femoral_shaft_distal_right": (SHAFT_MIDLINE, 800.0),
+             "femoral_shaft_distal_right": (SHAFT_MIDLINE, 500.0 + SHAFT_LEVEL_SPACING_MM / SPACING[0]),
              "femoral_head_centre_right": (300.0, 200.0),
              "ischial_tuberosity_right": (350.0, 450.0)}
     for name, (x, y) in list(truth.items()):
@@ -67,12 +71,29 @@ def test_points_10_mm_off_move_onto_the_outline(angle: float) -> None:
         # the top is flat across 30 mm: its height is exact, its position along it is the flat part's middle
         assert abs((tip - true_tip) @ cranial) <= 2.0, (side, tip, true_tip)
         assert np.linalg.norm(tip - true_tip) <= 6.0
+        across = np.array([cranial[1], -cranial[0]])
         for level in ("proximal", "distal"):
             name = f"femoral_shaft_{level}_{side}"
-            got, want, before = (np.array(p[name]) for p in (snapped, truth, predicted))
-            across = np.array([cranial[1], -cranial[0]])
+            got, want = (np.array(p[name]) for p in (snapped, truth))
             assert abs((got - want) @ across) <= 1.5, (name, got, want)  # moved onto the midline
-            assert abs((got - before) @ cranial) <= 1.5  # at the level the network chose
+        proximal, distal, chosen = (np.array(p[f"femoral_shaft_{level}_{side}"])
+                                    for p, level in ((snapped, "proximal"), (snapped, "distal"), (predicted, "proximal")))
+        assert abs((proximal - chosen) @ cranial) <= 1.5  # at the level the network chose
+        # the distal point is set from the proximal one, not from the network's distal level (10 mm off here)
+        assert abs((proximal - distal) @ cranial * SPACING[0] - SHAFT_LEVEL_SPACING_MM) <= 1.0
+
+
+def test_distal_level_stops_where_the_femur_leaves_the_film() -> None:
+    masks, truth, rotation = _hips()
+    end_row = 560  # the film ends 30 mm below the proximal level (row 500)
+    for side in ("right", "left"):
+        masks[f"femur_{side}"][end_row + 1:] = False
+    predicted = _predicted(truth, rotation, offset_px=(12.0, 0.0))
+    snapped = snap_to_femoral_outline(predicted, masks, SPACING)
+    for side in ("right", "left"):
+        distal = snapped[f"femoral_shaft_distal_{side}"]
+        assert distal is not None
+        assert distal[1] == pytest.approx(end_row - SHAFT_END_CLEARANCE_MM / SPACING[0], abs=2.0)
 
 
 def test_the_head_is_not_taken_for_the_trochanter() -> None:
