@@ -108,3 +108,25 @@ def test_ours_refuses_without_matches_agreeing_with_the_outline(pair) -> None:
     p_pre, p_post = _probabilities(pair)
     result = align_pair(pair.pre, noise, p_pre, p_post, "ours", SiftMatcher())
     assert result.homography is None and result.failure is not None
+
+
+def test_ours_falls_back_to_the_features_when_the_outline_overlay_is_wrong(pair, learned, pair_matches) -> None:
+    """A pelvis map displaced by a segmentation error gates out every match: the features still align.
+
+    Thirty matches (fewer than the 40 inliers that used to skip the prior) so the
+    fallback, not a feature-first shortcut, is what is tested.
+    """
+    from models.align.matching import Matches
+
+    p_pre, p_post = _probabilities(pair)
+    shift = int(0.08 * np.hypot(*pair.post.shape))  # beyond the prior's 3% gate
+    displaced = np.zeros_like(p_post)
+    displaced[shift:, :] = p_post[:-shift, :]
+    displaced = np.maximum(displaced, p_post)  # still covers the true pelvis, but its centroid moved
+    keep = np.flatnonzero(p_pre[pair_matches.points_pre[:, 1].astype(int), pair_matches.points_pre[:, 0].astype(int)] >= 0.5)
+    chosen = np.random.default_rng(0).choice(keep, size=30, replace=False)
+    few = Matches(pair_matches.points_pre[chosen], pair_matches.points_post[chosen], pair_matches.scores[chosen])
+    result = align_pair(pair.pre, pair.post, p_pre, displaced, "ours", learned, matches=few)
+    assert result.failure is None, result.failure
+    diagonal = float(np.hypot(*pair.post.shape))
+    assert mean_radial_error(result.homography, pair.points_pre, pair.points_post) / diagonal < 0.01
