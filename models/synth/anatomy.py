@@ -296,9 +296,12 @@ def symphysis_gap_x(pelvis: np.ndarray, volume: Volume, midline_x: float) -> flo
         raise VolumeFormatError(f"{volume.name}: no pubic symphysis near the midline")
     columns = ndimage.gaussian_filter1d(columns, 1.0 / spacing)
     bone = np.nonzero(columns > 0.05 * columns.max())[0]
-    inner = slice(bone.min(), bone.max() + 1)  # the gap lies between bone on both sides
-    idx = lo + inner.start + int(np.argmin(columns[inner]))
-    return float(volume.origin_mm[0]) + idx * spacing
+    inner = columns[bone.min() : bone.max() + 1]  # the gap lies between bone on both sides
+    thinnest = int(np.argmin(inner))
+    if thinnest in (0, len(inner) - 1):  # the thinnest column is the end of one bone: no joint between two
+        raise VolumeFormatError(f"{volume.name}: no gap between two pubic bodies within "
+                                f"{SYMPHYSIS_SEARCH_MM:.0f} mm of the midline")
+    return float(volume.origin_mm[0]) + (lo + int(bone.min()) + thinnest) * spacing
 
 
 def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -43,3 +43,12 @@ def test_no_bone_near_the_midline_is_a_format_error() -> None:
     empty = np.zeros_like(volume.data)
     with pytest.raises(VolumeFormatError, match="symphysis"):
         symphysis_gap_x(empty, volume, midline_x=0.0)
+
+
+def test_a_single_pubic_body_is_a_format_error_not_its_edge() -> None:
+    volume = _pubic_bodies(gap_centre_mm=0.0, gap_mm=4.0)
+    xs = ORIGIN[0] + np.arange(volume.data.shape[0]) * SPACING[0]
+    one_side = volume.data.copy()
+    one_side[xs > 0] = False
+    with pytest.raises(VolumeFormatError, match="no gap between two pubic bodies"):
+        symphysis_gap_x(one_side, volume, midline_x=0.0)
