@@ -16,13 +16,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.algorithms.pelvic_extremes import extreme_points, pelvic_axes
+from models.algorithms.pelvic_extremes import extreme_points, pelvic_axes, touches_film_edge
 from models.algorithms.vocabulary import SIDES
 
 Point = tuple[float, float]
-
-EDGE_MARGIN_MM = 2.0
-"""An extreme this close to the film's edge counts as cut by it."""
 
 
 def stem_tip(implant: np.ndarray, caudal: np.ndarray, spacing_mm: tuple[float, float]) -> Point | None:
@@ -33,10 +30,7 @@ def stem_tip(implant: np.ndarray, caudal: np.ndarray, spacing_mm: tuple[float, f
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]])
     points = np.column_stack([xs, ys]).astype(np.float64)
     tip = extreme_points(points, caudal, spacing_xy)
-    rows, cols = implant.shape
-    margin = EDGE_MARGIN_MM / spacing_xy
-    if ((tip[:, 0] < margin[0]) | (tip[:, 0] > cols - 1 - margin[0])
-            | (tip[:, 1] < margin[1]) | (tip[:, 1] > rows - 1 - margin[1])).any():
+    if touches_film_edge(tip, implant.shape, spacing_xy):
         return None
     return float(tip[:, 0].mean()), float(tip[:, 1].mean())
 

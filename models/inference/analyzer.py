@@ -236,7 +236,7 @@ def _in_image(xy: tuple[float, float], shape: tuple[int, int]) -> bool:
 
 PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
 """Listed with the models: it changes landmarks, so result UIDs must change with it."""
-FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.0")
+FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.1")
 """Greater trochanters and shaft points from the femur masks; listed for the same reason."""
 HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.1")
 """Native head centres, lateral acetabular edges (fine hip masks) and stem tips (implant mask); listed likewise."""

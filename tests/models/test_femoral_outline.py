@@ -9,6 +9,8 @@ import pytest
 from models.algorithms.femoral_outline import (
     SHAFT_END_CLEARANCE_MM,
     SHAFT_LEVEL_SPACING_MM,
+    shaft_axis,
+    shaft_midpoint,
     snap_to_femoral_outline,
 )
 
@@ -124,3 +126,39 @@ def test_a_replaced_head_borrows_the_other_sides_radius() -> None:
     predicted = _predicted(truth, rotation, offset_px=(12.0, -16.0))
     tip = snap_to_femoral_outline(predicted, masks, SPACING)["greater_trochanter_right"]
     assert tip[1] == pytest.approx(TROCHANTER_TOP, abs=2.0)
+
+
+def _slanted_shaft(film_left_mm: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Points (mm) of a 20 mm wide shaft whose centre line is x = 0.5 y - 2, seen on a film starting at ``film_left_mm``."""
+    xs, ys = np.meshgrid(np.arange(-20.0, 80.0, 0.25), np.arange(0.0, 120.0, 0.25))
+    points = np.column_stack([xs.ravel(), ys.ravel()])
+    inside = (np.abs(points[:, 0] - (0.5 * points[:, 1] - 2.0)) <= 10.0) & (points[:, 0] >= film_left_mm)
+    direction = np.array([0.5, 1.0]) / np.hypot(0.5, 1.0)
+    return points[inside] - [film_left_mm, 0.0], (np.array([-2.0 - film_left_mm, 0.0]), direction)
+
+
+def _off_centre_line(point: np.ndarray, axis: tuple[np.ndarray, np.ndarray]) -> float:
+    origin, direction = axis
+    return float(abs((point - origin) @ np.array([-direction[1], direction[0]])))
+
+
+def test_a_shaft_section_cut_by_the_film_edge_is_centred_from_its_whole_width() -> None:
+    """At 10 mm down, the film's edge cuts the lateral cortex: the visible part's middle is 3 mm off."""
+    femur_mm, axis = _slanted_shaft(film_left_mm=0.0)
+    level_point = axis[0] + 10.0 / axis[1][1] * axis[1]
+    naive = shaft_midpoint(femur_mm, axis, level_point)  # no film width: the cut is not seen
+    centred = shaft_midpoint(femur_mm, axis, level_point, film_width_mm=200.0)
+    assert naive is not None and centred is not None
+    assert _off_centre_line(naive, axis) > 2.5
+    assert _off_centre_line(centred, axis) < 0.5
+
+
+def test_the_shaft_axis_leaves_out_sections_the_film_edge_cuts() -> None:
+    """Cut sections' centroids lean toward the film; the axis through the whole ones does not."""
+    femur_mm, axis = _slanted_shaft(film_left_mm=0.0)
+    head = np.array([-60.0, -80.0])  # sections 70-170 mm below it span the shaft's cut and whole parts
+    cranial = np.array([0.0, -1.0])
+    _, leaning = shaft_axis(femur_mm, head, cranial)  # no film width: the cut sections count
+    origin, direction = shaft_axis(femur_mm, head, cranial, film_width_mm=200.0)
+    assert np.degrees(np.arccos(abs(leaning @ axis[1]))) > 1.5
+    assert np.degrees(np.arccos(abs(direction @ axis[1]))) < 0.5 and _off_centre_line(origin, axis) < 0.5
