@@ -10,6 +10,7 @@ import numpy as np
 
 from models.algorithms.vocabulary import SEGMENTS
 from models.synth.anatomy import load_anatomy
+from models.synth.detector import exposed_field
 from models.synth.generator import Exam, render_exam, sample_patient, sample_pose
 
 
@@ -42,6 +43,7 @@ def write_sample(exam: Exam, anatomy_name: str, out_dir: Path, name: str) -> Non
         "anatomy": anatomy_name,
         "phase": exam.phase,
         "measurements": {k: (None if v is None else float(v)) for k, v in exam.measurements.items()},
+        "exposed_field_px": list(exposed_field(exam.presentation.shape, exam.processing)),
     }
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1))
 

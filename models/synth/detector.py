@@ -69,13 +69,17 @@ def _blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
 
 
-def collimation_field(shape: tuple[int, int], proc: Processing, pitch_mm: float) -> np.ndarray:
-    """Relative primary fluence: 1 inside the collimated field, ~0 outside, with a penumbra."""
+def exposed_field(shape: tuple[int, int], proc: Processing) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1), half-open: the rectangle the collimator leaves exposed."""
     rows, cols = shape
     top, bottom, left, right = proc.collimation
+    return int(top * rows), rows - int(bottom * rows), int(left * cols), cols - int(right * cols)
+
+
+def collimation_field(shape: tuple[int, int], proc: Processing, pitch_mm: float) -> np.ndarray:
+    """Relative primary fluence: 1 inside the collimated field, ~0 outside, with a penumbra."""
     field = np.zeros(shape, np.float32)
-    r0, r1 = int(top * rows), rows - int(bottom * rows)
-    c0, c1 = int(left * cols), cols - int(right * cols)
+    r0, r1, c0, c1 = exposed_field(shape, proc)
     field[r0:r1, c0:c1] = 1.0
     if any(proc.collimation):
         field = _blur(field, 0.6 / pitch_mm)

@@ -20,7 +20,7 @@ from models.algorithms.measurements import compute_measurements
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS, SIDES
 from models.synth.anatomy import MU_FAT, MU_MUSCLE, Anatomy
 from models.synth.deform import Deformation, identity, sample_deformation
-from models.synth.detector import Processing, expose, lead_marker, sample_processing
+from models.synth.detector import Processing, expose, exposed_field, lead_marker, sample_processing
 from models.synth.implant import Hip, cup_axis_world, render_hip
 from models.synth.projection import (
     CoarseGrid,
@@ -106,6 +106,9 @@ class Exam:
                 "estimated_magnification": self.magnification,
                 "photometric_interpretation": self.processing.photometric,
                 "bits_stored": self.processing.bits_stored,
+                # Landmarks are still judged in field against the whole image, not this rectangle
+                # (docs/models.md, session 9: the shutter finding); recorded so evaluations can tell.
+                "exposed_field_px": list(exposed_field((self.geometry.rows, self.geometry.cols), self.processing)),
             },
             "pose": self.info.get("pose"),
             "implants": self.info.get("implants"),

@@ -274,3 +274,20 @@ def test_splat_projection_agrees_with_a_ray_caster() -> None:
     assert reference.max() > 0.5  # a real bone line integral (dimensionless mu x mm)
     assert np.abs(fast - reference).mean() / reference.mean() < 0.03
     assert fast.sum() == pytest.approx(reference.sum(), rel=0.02)
+
+
+def test_the_recorded_exposed_field_is_where_the_collimator_lets_the_beam_through() -> None:
+    """The truth's ``exposed_field_px`` is the rendered field: full fluence inside, the shutter's shadow outside."""
+    from dataclasses import replace
+
+    from models.synth.detector import collimation_field, exposed_field, sample_processing
+
+    rng = np.random.default_rng(5)
+    proc = replace(sample_processing(rng), collimation=(0.05, 0.04, 0.03, 0.06))
+    shape = (400, 500)
+    r0, r1, c0, c1 = exposed_field(shape, proc)
+    assert (r0, r1, c0, c1) == (20, 384, 15, 470)
+    fluence = collimation_field(shape, proc, pitch_mm=0.75)
+    assert fluence[r0 + 3 : r1 - 3, c0 + 3 : c1 - 3].min() > 0.95
+    for outside in (fluence[: r0 - 3], fluence[r1 + 3 :], fluence[:, : c0 - 3], fluence[:, c1 + 3 :]):
+        assert outside.max() < 0.05
