@@ -66,6 +66,8 @@ def test_writes_the_contract_files(out: Path) -> None:
             # mm per pixel = ImagerPixelSpacing / EstimatedRadiographicMagnificationFactor
             expected = float(ds.ImagerPixelSpacing[0]) / float(ds.EstimatedRadiographicMagnificationFactor)
             assert gt["pixel_spacing_mm"][0] == pytest.approx(expected, rel=1e-5)
+            row0, row1, col0, col1 = gt["image"]["exposed_field_px"]  # the collimator's exposed rectangle
+            assert 0 <= row0 < row1 <= ds.Rows and 0 <= col0 < col1 <= ds.Columns
 
 
 def test_same_seed_same_bytes_other_seed_other_image(out: Path, tmp_path: Path) -> None:
@@ -227,6 +229,8 @@ def test_dataset_builder_writes_training_format(tmp_path: Path) -> None:
         assert set(sample["landmarks"]) == set(LANDMARKS)
         with np.load(tmp_path / f"d/sample_{i:06d}.npz") as z:
             assert z["image"].dtype == np.float32 and z["image"].shape[1] == 192
+            row0, row1, col0, col1 = sample["exposed_field_px"]
+            assert 0 <= row0 < row1 <= z["image"].shape[0] and 0 <= col0 < col1 <= 192
             assert all(z[s].dtype == bool and z[s].shape == z["image"].shape for s in SEGMENTS)
     assert main(args("e")) == 0
     assert (tmp_path / "e/sample_000002.npz").read_bytes() == (tmp_path / "d/sample_000002.npz").read_bytes()
