@@ -27,8 +27,6 @@ TUBEROSITY_SEARCH_MM = 20.0
 further out the lowest bone is sometimes another structure: 30-40 mm gave worse leg lengths)."""
 EXTREME_TOLERANCE_MM = 1.0
 """Outline pixels within this distance of the extreme are averaged (a flat bottom has no single extreme)."""
-EDGE_MARGIN_MM = 2.0
-"""A mask pixel this close to the film's edge counts as cut by it: the structure may go on outside the film."""
 
 
 def caudal_direction(landmarks: Mapping[str, Point | None]) -> np.ndarray:
@@ -78,16 +76,6 @@ def extreme_points(points: np.ndarray, direction: np.ndarray, spacing_xy: np.nda
     """
     along = (points * spacing_xy) @ direction
     return points[along >= along.max() - EXTREME_TOLERANCE_MM]
-
-
-def touches_film_edge(points_px: np.ndarray, shape: tuple[int, int], spacing_xy: np.ndarray,
-                      margin_mm: float = EDGE_MARGIN_MM) -> bool:
-    """Whether any of ``points_px`` (x, y) lies within ``margin_mm`` of the film's edge."""
-    points = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
-    margin = margin_mm / np.asarray(spacing_xy, dtype=np.float64)
-    rows, cols = shape
-    return bool(((points[:, 0] < margin[0]) | (points[:, 0] > cols - 1 - margin[0])
-                 | (points[:, 1] < margin[1]) | (points[:, 1] > rows - 1 - margin[1])).any())
 
 
 def ischial_tuberosity(

@@ -42,6 +42,8 @@ class ImageAnalysis:
     probabilities: dict[str, np.ndarray] = field(default_factory=dict)
     algorithms: tuple[AlgorithmInfo, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # [row0, row1, col0, col1), half-open: the part of the film the collimator exposed
+    exposed_field_px: tuple[int, int, int, int] | None = None
 
     def to_json(self) -> dict[str, object]:
         """The spec's JSON shape (``landmarks``, ``measurements``, ``calibration``...)."""
@@ -56,6 +58,8 @@ class ImageAnalysis:
             out["not_analysable"] = self.not_analysable
         if self.algorithms:
             out["algorithms"] = [{"name": a.name, "version": a.version} for a in self.algorithms]
+        if self.exposed_field_px is not None:
+            out["exposed_field_px"] = [int(v) for v in self.exposed_field_px]
         return out
 
     @classmethod
@@ -77,6 +81,8 @@ class ImageAnalysis:
             not_analysable=None if data.get("not_analysable") is None else str(data["not_analysable"]),
             algorithms=algorithms,
             timings_ms=dict(data.get("timings_ms") or {}),  # type: ignore[arg-type]
+            exposed_field_px=None if (box := data.get("exposed_field_px")) is None
+            else tuple(int(v) for v in box),  # type: ignore[union-attr, arg-type]
         )
 
 

@@ -20,6 +20,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.algorithms.exposed_field import (
+    PLACED_BY_MASKS,
+    ExposedField,
+    detect_exposed_field,
+    null_out_of_field,
+)
 from models.algorithms.femoral_outline import snap_to_femoral_outline
 from models.algorithms.hip_outline import snap_to_hip_masks
 from models.algorithms.implant_outline import snap_to_implant_outline
@@ -196,20 +202,26 @@ _STRUCTURE_OF = {
 points need only the pelvis, which :func:`content_problem` already required)."""
 
 
-def decide_landmarks(lm: LandmarkOutput, seg: SegmentationOutput) -> dict[str, tuple[float, float] | None]:
+def decide_landmarks(lm: LandmarkOutput, seg: SegmentationOutput, field: ExposedField | None = None
+                     ) -> dict[str, tuple[float, float] | None]:
     """Present landmarks keep their regressed position; absent ones are null.
 
     Presence is decided from the segmentation, as the spec asks: a femur point
     needs that femur, the head centre that hip (native head or implant), a cup
     rim or stem point an implant on that side. The network returns exactly one
-    point per landmark; a point outside the image is null (out of field).
+    point per landmark; a point outside the exposed ``field`` (default: the
+    image) is null, out of field, except points the masks place (the distal
+    shaft point is the lowest visible level when the field ends sooner; an
+    extreme lies where its mask says): those are clamped into the field.
     """
     present = structures_present(seg)
-    src_rows, src_cols = seg.transform.source_shape
+    field = field or ExposedField.whole(seg.transform.source_shape)
     out: dict[str, tuple[float, float] | None] = {}
     for name in LANDMARKS:
         x, y = lm.source_xy[name]
-        ok = -0.5 <= x <= src_cols - 0.5 and -0.5 <= y <= src_rows - 0.5
+        if name.rpartition("_")[0] in PLACED_BY_MASKS:
+            x, y = field.clamp((x, y))
+        ok = field.contains((x, y))
         base, _, side = name.rpartition("_")
         if side in SIDES and base in _STRUCTURE_OF:
             ok = ok and present[side][_STRUCTURE_OF[base]]
@@ -230,16 +242,14 @@ def measure(
     return {k: (v if MEASUREMENT_UNITS[k] == "deg" else None) for k, v in values.items()}
 
 
-def _in_image(xy: tuple[float, float], shape: tuple[int, int]) -> bool:
-    return -0.5 <= xy[0] <= shape[1] - 0.5 and -0.5 <= xy[1] <= shape[0] - 0.5
-
-
 PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
 """Listed with the models: it changes landmarks, so result UIDs must change with it."""
-FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.1")
+FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.2")
 """Greater trochanters and shaft points from the femur masks; listed for the same reason."""
-HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.1")
+HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.2")
 """Native head centres, lateral acetabular edges (fine hip masks) and stem tips (implant mask); listed likewise."""
+EXPOSED_FIELD_RULE = AlgorithmInfo("hipnode-exposed-field", "1.0")
+"""Collimator shutters found in the pixels; landmarks and masks under them are out of field (always on)."""
 
 
 class HipAnalyzer:
@@ -279,19 +289,23 @@ class HipAnalyzer:
         models = tuple(AlgorithmInfo(m.manifest.name, m.manifest.version) for m in self.models)
         switched = ((self.snap_pelvic_extremes, PELVIC_OUTLINE_RULE), (self.snap_hip_masks, HIP_MASK_RULE),
                     (self.snap_femoral_outline, FEMORAL_OUTLINE_RULE))
-        return models + tuple(rule for on, rule in switched if on)
+        return models + tuple(rule for on, rule in switched if on) + (EXPOSED_FIELD_RULE,)
 
     def refine_landmarks(self, pixels: np.ndarray, spacing: tuple[float, float],
-                         landmarks: dict[str, tuple[float, float] | None]) -> dict[str, tuple[float, float] | None]:
-        """Present landmarks re-read by the fine model (absent ones stay null; out of field becomes null)."""
+                         landmarks: dict[str, tuple[float, float] | None], field: ExposedField | None = None
+                         ) -> dict[str, tuple[float, float] | None]:
+        """Present landmarks re-read by the fine model (absent ones stay null; out of ``field`` becomes null)."""
         if self.fine_landmarks is None:
             return landmarks
         level = self.fine_landmarks.level(pixels, spacing)
         refined = self.fine_landmarks.refine(level, {n: xy for n, xy in landmarks.items() if xy is not None},
                                              passes=self.fine_passes)
+        field = field or ExposedField.whole(pixels.shape)
         out = dict(landmarks)
         for name, xy in refined.items():
-            out[name] = xy if _in_image(xy, pixels.shape) else None
+            if name.rpartition("_")[0] in PLACED_BY_MASKS:
+                xy = field.clamp(xy)
+            out[name] = xy if field.contains(xy) else None
         return out
 
     def refine_hip_masks(self, pixels: np.ndarray, spacing: tuple[float, float],
@@ -306,7 +320,8 @@ class HipAnalyzer:
             for segment, probability in hip.probabilities.items():
                 masks[f"{segment}_{hip.side}"][y0:y1, x0:x1] = probability >= 0.5
 
-    def apply_outline_rules(self, result: ImageAnalysis, spacing: tuple[float, float]) -> None:
+    def apply_outline_rules(self, result: ImageAnalysis, spacing: tuple[float, float],
+                            field: ExposedField | None = None) -> None:
         """Move the landmarks the masks define better than the networks (each rule switchable for ablation).
 
         Order matters: the tuberosities set the pelvic frame the others use, and
@@ -318,7 +333,7 @@ class HipAnalyzer:
             result.landmarks = snap_to_hip_masks(result.landmarks, result.masks, spacing)
             result.landmarks = snap_to_implant_outline(result.landmarks, result.masks, spacing)
         if self.snap_femoral_outline:
-            result.landmarks = snap_to_femoral_outline(result.landmarks, result.masks, spacing)
+            result.landmarks = snap_to_femoral_outline(result.landmarks, result.masks, spacing, field)
 
     def __call__(self, radiograph: RadiographLike) -> ImageAnalysis:
         timings: dict[str, float] = {}
@@ -338,6 +353,9 @@ class HipAnalyzer:
             result.not_analysable = reason
             result.timings_ms = timings
             return result
+        field = detect_exposed_field(radiograph.pixels)
+        result.exposed_field_px = tuple(field)
+        lap("exposed_field")
         seg_model, lm_model = self.segmentation, self.landmarks
         work, tf = seg_model.preprocess(radiograph.pixels, spacing)
         if lm_model.manifest.work_size != seg_model.manifest.work_size:
@@ -358,10 +376,10 @@ class HipAnalyzer:
         result.masks = seg.source_masks()
         # Kept for alignment (its DLT weights): the pair job then need not segment again.
         result.probabilities["pelvis"] = seg.source_probability("pelvis")
-        result.landmarks = decide_landmarks(lm, seg)
+        result.landmarks = decide_landmarks(lm, seg, field)
         lap("postprocess")
         if spacing is not None:  # crops are cut in mm: without a spacing the coarse result stands
-            result.landmarks = self.refine_landmarks(radiograph.pixels, spacing, result.landmarks)
+            result.landmarks = self.refine_landmarks(radiograph.pixels, spacing, result.landmarks, field)
             lap("fine_landmarks")
             self.refine_hip_masks(radiograph.pixels, spacing, result.landmarks, result.masks)
             lap("fine_hips")
@@ -369,8 +387,11 @@ class HipAnalyzer:
             if not operated:  # spurious implant pixels on a native hip
                 result.masks[f"implant_{side}"] = np.zeros_like(result.masks[f"implant_{side}"])
         if spacing is not None:  # outline rules measure in mm (models.algorithms.*_outline, pelvic_extremes)
-            self.apply_outline_rules(result, spacing)
+            self.apply_outline_rules(result, spacing, field)  # on the network's masks, shutters included
             lap("outline_rules")
+        result.landmarks = null_out_of_field(result.landmarks, field, spacing)
+        if not field.is_whole(radiograph.pixels.shape):  # segments are what is visible: none under a shutter
+            result.masks = {name: field.clip(mask) for name, mask in result.masks.items()}
         result.measurements = measure(result.landmarks, spacing, result.masks)
         lap("measure")
         result.algorithms = self.algorithms

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from models.algorithms.exposed_field import ExposedField
+
 
 @dataclass(frozen=True)
 class Processing:
@@ -69,11 +71,11 @@ def _blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT)
 
 
-def exposed_field(shape: tuple[int, int], proc: Processing) -> tuple[int, int, int, int]:
+def exposed_field(shape: tuple[int, int], proc: Processing) -> ExposedField:
     """(row0, row1, col0, col1), half-open: the rectangle the collimator leaves exposed."""
     rows, cols = shape
     top, bottom, left, right = proc.collimation
-    return int(top * rows), rows - int(bottom * rows), int(left * cols), cols - int(right * cols)
+    return ExposedField(int(top * rows), rows - int(bottom * rows), int(left * cols), cols - int(right * cols))
 
 
 def collimation_field(shape: tuple[int, int], proc: Processing, pitch_mm: float) -> np.ndarray:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from models.algorithms.exposed_field import ExposedField
 from models.algorithms.geometry import pelvic_frame, sector_mask
 from models.algorithms.measurements import compute_measurements
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS, SIDES
@@ -106,8 +107,7 @@ class Exam:
                 "estimated_magnification": self.magnification,
                 "photometric_interpretation": self.processing.photometric,
                 "bits_stored": self.processing.bits_stored,
-                # Landmarks are still judged in field against the whole image, not this rectangle
-                # (docs/models.md, session 9: the shutter finding); recorded so evaluations can tell.
+                # Landmarks and segments outside this rectangle (under a shutter) are out of field.
                 "exposed_field_px": list(exposed_field((self.geometry.rows, self.geometry.cols), self.processing)),
             },
             "pose": self.info.get("pose"),
@@ -345,9 +345,12 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
 
     ermf = geom.magnification
     spacing = (geom.pitch_mm / ermf, geom.pitch_mm / ermf)
-    landmarks = _landmarks(patient, geom, world_from_anat, world_from_femur, hips, phase)
+    field = exposed_field((geom.rows, geom.cols), proc)
+    landmarks = _landmarks(patient, geom, field, world_from_anat, world_from_femur, hips, phase)
     roof_fine = _mask(occupancy["roof"], grid, geom)
     _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted)
+    # Segments are what is visible: anatomy under the collimator's shutters is out of field.
+    masks = {name: field.clip(mask) for name, mask in masks.items()}
     measurements = compute_measurements(landmarks, spacing, masks)
     info = {
         "anatomy": anatomy.name,
@@ -375,6 +378,7 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
 def _landmarks(
     patient: Patient,
     geom: Geometry,
+    field: ExposedField,
     world_from_anat: np.ndarray,
     world_from_femur: dict[str, np.ndarray],
     hips: dict[str, Hip],
@@ -413,7 +417,7 @@ def _landmarks(
         out[f"greater_trochanter_{s}"] = tuple(_pick(proj(fm, trochanter), vertical))
         out[f"lesser_trochanter_{s}"] = tuple(_pick(proj(fm, cand[f"lesser_trochanter_{s}"]), medial))
         out[f"femoral_shaft_proximal_{s}"] = tuple(proj(fm, geo.shaft_proximal[None])[0])
-        out[f"femoral_shaft_distal_{s}"] = _shaft_distal(proj(fm, np.linspace(geo.shaft_proximal, geo.shaft_distal, 61)), geom)
+        out[f"femoral_shaft_distal_{s}"] = _shaft_distal(proj(fm, np.linspace(geo.shaft_proximal, geo.shaft_distal, 61)), geom, field)
         edge = proj(world_from_anat, cand[f"acetabular_lateral_edge_{s}"])
         native_centre = proj(world_from_anat, geo.head_centre[None])[0]
         d = edge - native_centre
@@ -430,23 +434,24 @@ def _landmarks(
             out[f"cup_rim_lateral_{s}"] = tuple(a)
             out[f"cup_rim_medial_{s}"] = tuple(b)
             out[f"stem_tip_{s}"] = tuple(geom.project(hip.stem_tip[None])[0])
-    for name, p in out.items():
-        if p is not None and not _inside(np.asarray(p), geom):
+    for name, p in out.items():  # out of field: off the film or under a collimator shutter
+        if p is not None and not field.contains((float(p[0]), float(p[1]))):
             out[name] = None
         elif p is not None:
             out[name] = (float(p[0]), float(p[1]))
     return out
 
 
-def _shaft_distal(line_px: np.ndarray, geom: Geometry) -> tuple[float, float] | None:
-    """80 mm below the lesser trochanter, or the most distal visible level when the film ends sooner.
+def _shaft_distal(line_px: np.ndarray, geom: Geometry, field: ExposedField) -> tuple[float, float] | None:
+    """80 mm below the lesser trochanter, or the most distal visible level when the exposed field ends sooner.
 
     ``line_px`` samples the shaft centreline from 20 mm (index 0) to 80 mm below
     the trochanter; a level needs to be at least 20 mm below the proximal point.
     """
     margin = 0.01 * geom.cols
     for p in line_px[::-1][: len(line_px) * 2 // 3]:
-        if margin <= p[0] <= geom.cols - 1 - margin and margin <= p[1] <= geom.rows - 1 - margin:
+        if (field.col0 + margin <= p[0] <= field.col1 - 1 - margin
+                and field.row0 + margin <= p[1] <= field.row1 - 1 - margin):
             return (float(p[0]), float(p[1]))
     return None
 

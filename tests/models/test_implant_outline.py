@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from models.algorithms.exposed_field import ExposedField, null_out_of_field
 from models.algorithms.implant_outline import snap_to_implant_outline
 
 SPACING = (0.5, 0.5)  # mm per pixel (row, col)
@@ -34,11 +35,26 @@ def test_tip_moves_to_the_stems_distal_end(angle: float) -> None:
     assert np.linalg.norm(np.subtract(got, tip)) <= 2.0, (got, tip)  # 1 mm = 2 px, the round tip's mean
 
 
-def test_a_stem_cut_by_the_film_edge_keeps_the_networks_point() -> None:
+def test_a_stem_cut_by_the_field_edge_is_out_of_field() -> None:
+    """The mask's extreme is then the edge, not the tip: the tip is null, not the network's guess."""
     mask, _, landmarks = _stem(tip_row=1100)  # runs off the bottom of the film
     landmarks["stem_tip_right"] = (250.0, 990.0)
-    got = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)
-    assert got["stem_tip_right"] == (250.0, 990.0)
+    snapped = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)
+    assert snapped["stem_tip_right"] is not None and snapped["stem_tip_right"][1] > ROWS - 4
+    final = null_out_of_field(snapped, ExposedField.whole((ROWS, COLS)), SPACING)
+    assert final["stem_tip_right"] is None
+    assert final["femoral_head_centre_right"] == snapped["femoral_head_centre_right"]
+
+
+def test_a_stem_cut_by_a_collimator_shutter_is_out_of_field() -> None:
+    """Same stem, whole on the film, but a bottom shutter hides its last 60 mm."""
+    mask, tip, landmarks = _stem(tip_row=800)
+    field = ExposedField(0, 680, 0, COLS)
+    landmarks["stem_tip_right"] = (tip[0], tip[1] - 150.0)  # the network's guess lies in the field
+    snapped = snap_to_implant_outline(landmarks, {"implant_right": field.clip(mask)}, SPACING)
+    assert null_out_of_field(snapped, field, SPACING)["stem_tip_right"] is None
+    whole = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)
+    assert null_out_of_field(whole, ExposedField.whole((ROWS, COLS)), SPACING)["stem_tip_right"] is not None
 
 
 def test_absent_tips_stay_null_and_native_sides_are_untouched() -> None:
