@@ -95,3 +95,29 @@ def test_the_generator_calls_anatomy_under_a_shutter_out_of_field() -> None:
     for name, mask in shuttered.masks.items():
         assert not mask[row1:].any(), name
         assert np.array_equal(mask[:row1], open_film.masks[name][:row1]), name
+
+
+@dataclasses.dataclass
+class _Film:
+    """What the analyzer reads of a radiograph (``node.imaging.Radiograph``'s fields)."""
+
+    pixels: np.ndarray
+    pixel_spacing_mm: tuple[float, float]
+    calibration: str = "magnification_corrected"
+    dataset: object = None
+
+
+def test_the_analysis_calls_what_lies_under_a_shutter_out_of_field() -> None:
+    """Reference weights on the shuttered film above: the stem tip under the shutter is null, not invented."""
+    from models.inference.analyzer import HipAnalyzer
+
+    exam = _post_op_exam((0.0, 0.15, 0.0, 0.0))
+    truth = exposed_field(exam.presentation.shape, exam.processing)
+    result = HipAnalyzer.from_weights()(_Film(exam.presentation, exam.pixel_spacing_mm))
+    assert result.not_analysable is None
+    assert np.abs(np.subtract(result.exposed_field_px, truth)).max() <= 2
+    assert result.landmarks["stem_tip_right"] is None
+    row1 = result.exposed_field_px[1]
+    assert all(p is None or p[1] <= row1 - 0.5 for p in result.landmarks.values())
+    assert all(not mask[row1:].any() for mask in result.masks.values())
+    assert result.to_json()["exposed_field_px"] == list(result.exposed_field_px)
