@@ -162,6 +162,13 @@ def detect_exposed_field(pixels: np.ndarray) -> ExposedField:
     return ExposedField(inset["top"], rows - inset["bottom"], inset["left"], cols - inset["right"])
 
 
+def network_point_in_field(name: str, xy: Point, field: ExposedField) -> Point | None:
+    """A network's landmark point, or None when out of field; :data:`PLACED_BY_MASKS` are clamped in instead."""
+    if name.rpartition("_")[0] in PLACED_BY_MASKS:
+        xy = field.clamp(xy)
+    return xy if field.contains(xy) else None
+
+
 def null_out_of_field(landmarks: Mapping[str, Point | None], field: ExposedField,
                       spacing_mm: tuple[float, float] | None) -> dict[str, Point | None]:
     """``landmarks`` with those outside ``field`` null, and those :data:`PLACED_BY_MASKS` at its edge null too.

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from models.algorithms.exposed_field import (
-    PLACED_BY_MASKS,
     ExposedField,
     detect_exposed_field,
+    network_point_in_field,
     null_out_of_field,
 )
 from models.algorithms.femoral_outline import snap_to_femoral_outline
@@ -218,14 +218,11 @@ def decide_landmarks(lm: LandmarkOutput, seg: SegmentationOutput, field: Exposed
     field = field or ExposedField.whole(seg.transform.source_shape)
     out: dict[str, tuple[float, float] | None] = {}
     for name in LANDMARKS:
-        x, y = lm.source_xy[name]
-        if name.rpartition("_")[0] in PLACED_BY_MASKS:
-            x, y = field.clamp((x, y))
-        ok = field.contains((x, y))
+        point = network_point_in_field(name, lm.source_xy[name], field)
         base, _, side = name.rpartition("_")
-        if side in SIDES and base in _STRUCTURE_OF:
-            ok = ok and present[side][_STRUCTURE_OF[base]]
-        out[name] = (x, y) if ok else None
+        if side in SIDES and base in _STRUCTURE_OF and not present[side][_STRUCTURE_OF[base]]:
+            point = None
+        out[name] = point
     return out
 
 
@@ -303,9 +300,7 @@ class HipAnalyzer:
         field = field or ExposedField.whole(pixels.shape)
         out = dict(landmarks)
         for name, xy in refined.items():
-            if name.rpartition("_")[0] in PLACED_BY_MASKS:
-                xy = field.clamp(xy)
-            out[name] = xy if field.contains(xy) else None
+            out[name] = network_point_in_field(name, xy, field)
         return out
 
     def refine_hip_masks(self, pixels: np.ndarray, spacing: tuple[float, float],
