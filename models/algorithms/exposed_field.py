@@ -90,6 +90,12 @@ class ExposedField(NamedTuple):
         out[self.row0:self.row1, self.col0:self.col1] = mask[self.row0:self.row1, self.col0:self.col1]
         return out
 
+    def intersect(self, other: ExposedField) -> ExposedField:
+        """The part exposed in both (an empty overlap leaves ``self``: the two cannot both be right)."""
+        box = ExposedField(max(self.row0, other.row0), min(self.row1, other.row1),
+                           max(self.col0, other.col0), min(self.col1, other.col1))
+        return box if box.row0 < box.row1 and box.col0 < box.col1 else self
+
     def is_whole(self, shape: tuple[int, int]) -> bool:
         return self == ExposedField.whole(shape)
 

@@ -91,6 +91,25 @@ class Header:
         return cls(get("Modality"), get("BodyPartExamined"), get("ViewPosition"))
 
 
+def display_shutter(ds: Any, shape: tuple[int, int]) -> ExposedField | None:
+    """The rectangle a DICOM Display Shutter (C.7.6.11) leaves shown, or None without a usable one.
+
+    Modalities record their collimation this way; edges are 1-based columns and
+    rows, the edge pixels shown. A shutter outside the image or inverted is ignored.
+    """
+    if ds is None or "RECTANGULAR" not in str(getattr(ds, "ShutterShape", "") or "").upper():
+        return None
+    try:
+        left, right = int(ds.ShutterLeftVerticalEdge), int(ds.ShutterRightVerticalEdge)
+        upper, lower = int(ds.ShutterUpperHorizontalEdge), int(ds.ShutterLowerHorizontalEdge)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    rows, cols = shape
+    if not (1 <= left < right <= cols and 1 <= upper < lower <= rows):
+        return None
+    return ExposedField(upper - 1, lower, left - 1, right)
+
+
 def header_problem(header: Header) -> str | None:
     """Why the header says this is not an AP pelvis/hip radiograph, or None."""
     if header.modality not in ACCEPTED_MODALITIES:
@@ -349,6 +368,8 @@ class HipAnalyzer:
             result.timings_ms = timings
             return result
         field = detect_exposed_field(radiograph.pixels)
+        if (shutter := display_shutter(radiograph.dataset, radiograph.pixels.shape)) is not None:
+            field = field.intersect(shutter)  # the modality's own record of its collimation
         result.exposed_field_px = tuple(field)
         lap("exposed_field")
         seg_model, lm_model = self.segmentation, self.landmarks

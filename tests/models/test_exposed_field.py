@@ -121,3 +121,23 @@ def test_the_analysis_calls_what_lies_under_a_shutter_out_of_field() -> None:
     assert all(p is None or p[1] <= row1 - 0.5 for p in result.landmarks.values())
     assert all(not mask[row1:].any() for mask in result.masks.values())
     assert result.to_json()["exposed_field_px"] == list(result.exposed_field_px)
+
+
+def test_a_dicom_display_shutter_narrows_the_field() -> None:
+    """The header's rectangle (1-based, edges shown) and the pixels' shutters: the part exposed in both."""
+    from pydicom.dataset import Dataset
+
+    from models.inference.analyzer import display_shutter
+
+    ds = Dataset()
+    ds.ShutterShape = "RECTANGULAR"
+    ds.ShutterLeftVerticalEdge, ds.ShutterRightVerticalEdge = 31, 470
+    ds.ShutterUpperHorizontalEdge, ds.ShutterLowerHorizontalEdge = 11, 380
+    shutter = display_shutter(ds, (400, 500))
+    assert shutter == ExposedField(10, 380, 30, 470)
+    assert ExposedField(20, 400, 0, 500).intersect(shutter) == ExposedField(20, 380, 30, 470)
+    ds.ShutterRightVerticalEdge = 900  # beyond the image: not usable
+    assert display_shutter(ds, (400, 500)) is None
+    ds.ShutterShape = "CIRCULAR"
+    assert display_shutter(ds, (400, 500)) is None and display_shutter(None, (400, 500)) is None
+    assert ExposedField(0, 10, 0, 10).intersect(ExposedField(20, 30, 20, 30)) == ExposedField(0, 10, 0, 10)
