@@ -7,11 +7,12 @@ segments are what is visible, so anatomy under a shutter is out of field:
 its landmarks are null, its masks end at the shutter's edge, and a structure
 that reaches the edge may go on beyond it.
 
-A shutter is found per side as a band of uniform lines, one grey level from
-the film's edge inwards, that ends along a straight line parallel to the
-edge. Straightness is what tells a shutter from air beside the patient
-(also flat, but bounded by the body's curved outline). Found on a coarse
-copy, then placed at full resolution on the steepest step of the line profile.
+A shutter is found per side as a band from the film's edge inwards that
+ends in a grey step at the same line along most of the edge: a straight
+line parallel to it. Straightness is what tells a shutter from air beside
+the patient (also flat, but bounded by the body's curved outline). Found on
+a coarse copy, then placed at full resolution on the steepest step of the
+lines' medians.
 
 Pure array code: no I/O, no model.
 """
@@ -38,8 +39,6 @@ EXTREME_GREY = 0.1
 """How close to black or white (image range 0-1) a band must be for a weaker step to count."""
 STRAIGHTNESS = 0.6
 """Fraction of positions along the edge that must step at the same line."""
-
-
 EDGE_MARGIN_MM = 2.0
 """A mask pixel this close to the field's edge counts as cut by it: the structure may go on beyond it."""
 PLACED_BY_MASKS = ("greater_trochanter", "stem_tip", "ischial_tuberosity", "femoral_shaft_distal")
@@ -97,6 +96,7 @@ class ExposedField(NamedTuple):
         return box if box.row0 < box.row1 and box.col0 < box.col1 else self
 
     def is_whole(self, shape: tuple[int, int]) -> bool:
+        """Whether no collimation was seen on a film of ``shape``."""
         return self == ExposedField.whole(shape)
 
 

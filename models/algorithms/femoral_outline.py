@@ -27,7 +27,8 @@ Pure geometry on arrays: no I/O, no model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cache, partial
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from models.algorithms.vocabulary import SIDES
 
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
-"""(x of the first and last column, y of the first and last row) of a film or field, in mm."""
+"""(x of the first and last column, y of the first and last row) of a film, in mm."""
 
 TROCHANTER_LATERAL_CLEARANCE_MM = 13.0
 """Greater-trochanter region starts this far lateral of the head's rim (12 mm in the anatomy, magnified)."""
@@ -61,7 +62,7 @@ DIAPHYSIS_HALF_LENGTH_MM = 0.5 * (SHAFT_AXIS_LEVELS_MM[1] - SHAFT_AXIS_LEVELS_MM
 WIDTH_SEARCH_MM = 20.0
 """Whole cross-sections within this distance of a cut one give the shaft's width there."""
 CUT = np.full(2, np.nan)
-"""Returned for a point the field's edge cuts off: out of field, so the landmark is null."""
+"""Returned for a point the film's edge cuts off: out of field, so the landmark is null."""
 _MIN_FEMUR_PIXELS = 100
 _MIN_SECTION_PIXELS = 20
 
@@ -73,11 +74,11 @@ def _points_mm(mask: np.ndarray, spacing_xy: np.ndarray) -> np.ndarray:
 
 def greater_trochanter(femur_mm: np.ndarray, head_centre_mm: np.ndarray, radius_mm: float,
                        lateral: np.ndarray, cranial: np.ndarray,
-                       edges_mm: tuple[Box, ...] = ()) -> np.ndarray | None:
+                       film_mm: Box | None = None) -> np.ndarray | None:
     """Most cranial femur point lateral of the head (mm coordinates), or None when there is none.
 
-    :data:`CUT` when any of the pixels that make that extreme lies at an edge
-    of ``edges_mm``: the trochanter may rise further beyond it.
+    :data:`CUT` when any of the pixels that make that extreme lies at the
+    film's edge (``film_mm``): the trochanter may rise further beyond it.
     """
     rel = femur_mm - head_centre_mm
     height = rel @ cranial
@@ -86,25 +87,25 @@ def greater_trochanter(femur_mm: np.ndarray, head_centre_mm: np.ndarray, radius_
     if not region.any():
         return None
     top = extreme_points(femur_mm[region], cranial, np.ones(2))
-    return CUT if at_field_edge(top, edges_mm).any() else top.mean(axis=0)
+    return CUT if at_film_edge(top, film_mm).any() else top.mean(axis=0)
 
 
-def at_field_edge(points_mm: np.ndarray, edges_mm: tuple[Box, ...] = ()) -> np.ndarray:
-    """Which points lie within :data:`EDGE_MARGIN_MM` of the edge of any of the boxes ``edges_mm``."""
+def at_film_edge(points_mm: np.ndarray, film_mm: Box | None = None) -> np.ndarray:
+    """Which points lie within :data:`EDGE_MARGIN_MM` of the film's edge (none without ``film_mm``)."""
     points = np.asarray(points_mm, dtype=np.float64).reshape(-1, 2)
+    if film_mm is None:
+        return np.zeros(len(points), dtype=bool)
+    x0, x1, y0, y1 = film_mm
     x, y = points[:, 0], points[:, 1]
-    near = np.zeros(len(points), dtype=bool)
-    for x0, x1, y0, y1 in edges_mm:
-        near |= ((np.abs(x - x0) < EDGE_MARGIN_MM) | (np.abs(x - x1) < EDGE_MARGIN_MM)
-                 | (np.abs(y - y0) < EDGE_MARGIN_MM) | (np.abs(y - y1) < EDGE_MARGIN_MM))
-    return near
+    return ((x < x0 + EDGE_MARGIN_MM) | (x > x1 - EDGE_MARGIN_MM)
+            | (y < y0 + EDGE_MARGIN_MM) | (y > y1 - EDGE_MARGIN_MM))
 
 
 def shaft_axis(femur_mm: np.ndarray, head_centre_mm: np.ndarray, cranial: np.ndarray,
-               edges_mm: tuple[Box, ...] = ()) -> tuple[np.ndarray, np.ndarray] | None:
+               film_mm: Box | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(point, distal unit direction) of the line through the diaphysis' cross-section centroids.
 
-    Sections an edge of ``edges_mm`` cuts are left out (their centroid lies off the shaft's axis) unless
+    Sections the film's edge (``film_mm``) cuts are left out (their centroid lies off the shaft's axis) unless
     fewer than three whole ones remain.
     """
     depth = (femur_mm - head_centre_mm) @ (-cranial) - SHAFT_AXIS_LEVELS_MM[0]
@@ -116,9 +117,9 @@ def shaft_axis(femur_mm: np.ndarray, head_centre_mm: np.ndarray, cranial: np.nda
         return None
     counts = np.bincount(section)
     sums = np.column_stack([np.bincount(section, weights=points[:, axis]) for axis in (0, 1)])
-    cut = np.bincount(section, weights=at_field_edge(points, edges_mm), minlength=len(counts)) > 0
+    cut = np.bincount(section, weights=at_film_edge(points, film_mm), minlength=len(counts)) > 0
     filled = (counts >= _MIN_SECTION_PIXELS) & ~cut
-    if np.count_nonzero(filled) < 3:  # a shaft along the field's edge: a leaning axis beats none
+    if np.count_nonzero(filled) < 3:  # a shaft along the film's edge: a leaning axis beats none
         filled = counts >= _MIN_SECTION_PIXELS
     centroids = sums[filled] / counts[filled, None]
     if len(centroids) < 3:
@@ -128,17 +129,17 @@ def shaft_axis(femur_mm: np.ndarray, head_centre_mm: np.ndarray, cranial: np.nda
     return mean, (direction if direction @ cranial < 0 else -direction)
 
 
-def _section_ends(section: np.ndarray, origin: np.ndarray, across: np.ndarray, edges_mm: tuple[Box, ...]
+def _section_ends(section: np.ndarray, origin: np.ndarray, across: np.ndarray, film_mm: Box | None
                   ) -> tuple[float, float, bool, bool]:
     """(low, high) offsets across the shaft of a cross-section, and whether an edge cuts each end."""
     offsets = (section - origin) @ across
     low, high = int(np.argmin(offsets)), int(np.argmax(offsets))
-    low_cut, high_cut = at_field_edge(section[[low, high]], edges_mm)
+    low_cut, high_cut = at_film_edge(section[[low, high]], film_mm)
     return float(offsets[low]), float(offsets[high]), bool(low_cut), bool(high_cut)
 
 
 def whole_section_width(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray], level: float,
-                        edges_mm: tuple[Box, ...], search_mm: float = WIDTH_SEARCH_MM) -> float | None:
+                        film_mm: Box | None, search_mm: float = WIDTH_SEARCH_MM) -> float | None:
     """Median width of the cross-sections within ``search_mm`` of ``level`` that no edge cuts."""
     origin, direction = axis
     across = np.array([-direction[1], direction[0]])
@@ -150,20 +151,20 @@ def whole_section_width(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray
         section = points[np.abs(along - other) <= 1.0]
         if len(section) < _MIN_SECTION_PIXELS:
             continue
-        low, high, low_cut, high_cut = _section_ends(section, origin, across, edges_mm)
+        low, high, low_cut, high_cut = _section_ends(section, origin, across, film_mm)
         if not (low_cut or high_cut):
             widths.append(high - low)
     return float(np.median(widths)) if widths else None
 
 
 def shaft_midpoint(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray], point_mm: np.ndarray,
-                   edges_mm: tuple[Box, ...] = (), other_width_mm: float | None = None
+                   film_mm: Box | None = None, other_width_mm: Callable[[], float | None] | None = None
                    ) -> np.ndarray | None:
     """``point_mm`` moved across the shaft to the middle of the femur's cross-section at its level.
 
-    When the field's edge cuts one cortex, the middle is the other cortex plus
+    When the film's edge cuts one cortex, the middle is the other cortex plus
     half the width of whole sections nearby, or, with none (a shaft running along
-    the edge), of the other femur's shaft (``other_width_mm``). The middle may
+    the edge), of the other femur's shaft (``other_width_mm``, called only then). The middle may
     then lie beyond the edge: out of field.
     """
     origin, direction = axis
@@ -172,9 +173,9 @@ def shaft_midpoint(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray], po
     section = femur_mm[np.abs((femur_mm - origin) @ direction - level) <= 1.0]
     if len(section) == 0:
         return None
-    low, high, low_cut, high_cut = _section_ends(section, origin, across, edges_mm)
-    width = whole_section_width(femur_mm, axis, level, edges_mm) if low_cut != high_cut else None
-    if low_cut != high_cut and (width := width or other_width_mm) is not None:
+    low, high, low_cut, high_cut = _section_ends(section, origin, across, film_mm)
+    width = whole_section_width(femur_mm, axis, level, film_mm) if low_cut != high_cut else None
+    if low_cut != high_cut and (width := width or (other_width_mm() if other_width_mm else None)) is not None:
         width = max(width, high - low)  # the visible part of a cut section is a lower bound of its width
         low, high = (high - width, high) if low_cut else (low, low + width)
     return origin + level * direction + 0.5 * (low + high) * across
@@ -190,14 +191,14 @@ def distal_shaft_level(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray]
 
 
 def _box_mm(field: ExposedField, spacing_xy: np.ndarray) -> Box:
-    """``field`` as a :data:`Box` in mm."""
+    """``field`` (here the whole film) as a :data:`Box` in mm."""
     sx, sy = float(spacing_xy[0]), float(spacing_xy[1])
     return field.col0 * sx, (field.col1 - 1) * sx, field.row0 * sy, (field.row1 - 1) * sy
 
 
 def lowest_visible_midpoint(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray], proximal_mm: np.ndarray,
                             lowest_mm: np.ndarray, field: ExposedField, spacing_xy: np.ndarray,
-                            edges_mm: tuple[Box, ...] = (), other_width_mm: float | None = None
+                            film_mm: Box | None = None, other_width_mm: Callable[[], float | None] | None = None
                             ) -> np.ndarray | None:
     """The distal shaft point: the lowest level from ``lowest_mm`` up whose midpoint is in the field.
 
@@ -209,7 +210,7 @@ def lowest_visible_midpoint(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.nda
     direction = axis[1]
     drop = float((lowest_mm - proximal_mm) @ direction)
     while drop >= MIN_DISTAL_DROP_MM:
-        point = shaft_midpoint(femur_mm, axis, proximal_mm + drop * direction, edges_mm, other_width_mm)
+        point = shaft_midpoint(femur_mm, axis, proximal_mm + drop * direction, film_mm, other_width_mm)
         if point is not None:
             xy = (float(point[0] / spacing_xy[0]), float(point[1] / spacing_xy[1]))
             if field.contains(xy) and not field.near_edge(xy, spacing_xy, DISTAL_FIELD_MARGIN_MM):
@@ -225,7 +226,7 @@ def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mappin
 
     A point keeps its predicted position when the mask cannot place it (no
     femur, no head centre, shaft out of field). Presence changes only where
-    the field's edge cuts a point off: a trochanter top at an edge
+    an edge cuts a point off: a trochanter top at the film's edge
     (:data:`CUT`), and a distal shaft point with no visible level at least
     :data:`MIN_DISTAL_DROP_MM` below the proximal one (:func:`lowest_visible_midpoint`).
     ``field`` is the exposed field (default: the whole film); ``masks`` are the
@@ -243,42 +244,43 @@ def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mappin
     # Sections are cut where the film ends, not at a shutter's edge: the reference networks carry the
     # femur on under shutters, and using that beat treating the shutter's edge as a cut (session 10:
     # femoral offset 1.45/1.62 vs 1.57/1.90 mm at 512 px, 1.45/1.21 vs 1.66/1.36 mm on training anatomy).
-    edges_mm = (_box_mm(film, spacing_xy),)
+    film_mm = _box_mm(film, spacing_xy)
     for side in SIDES:
         femur, centre = masks.get(f"femur_{side}"), landmarks.get(f"femoral_head_centre_{side}")
         if femur is None or centre is None or np.count_nonzero(femur) < _MIN_FEMUR_PIXELS:
             continue
         femur_mm = _points_mm(femur, spacing_xy)
         centre_mm = np.asarray(centre, dtype=np.float64) * spacing_xy
-        shafts[side] = (femur_mm, centre_mm, shaft_axis(femur_mm, centre_mm, cranial, edges_mm))
-    widths = {side: whole_section_width(femur_mm, axis, 0.0, edges_mm, DIAPHYSIS_HALF_LENGTH_MM)
-              for side, (femur_mm, _, axis) in shafts.items() if axis is not None}
+        shafts[side] = (femur_mm, centre_mm, shaft_axis(femur_mm, centre_mm, cranial, film_mm))
+    # the other femur's shaft width, measured only where the film's edge leaves a cut section no whole one nearby
+    other_widths = {side: cache(partial(whole_section_width, femur_mm, axis, 0.0, film_mm, DIAPHYSIS_HALF_LENGTH_MM))
+                    for side, (femur_mm, _, axis) in shafts.items() if axis is not None}
     for side, (femur_mm, centre_mm, axis) in shafts.items():
-        other_width = widths.get("left" if side == "right" else "right")
+        other_width = other_widths.get("left" if side == "right" else "right")
         lateral = -horizontal if side == "right" else horizontal  # image x grows toward the patient's left
         moved: dict[str, np.ndarray | None] = {}
         if landmarks.get(f"greater_trochanter_{side}") is not None:
             radius = head_radius_mm(masks, side, spacing_mm)
             moved[f"greater_trochanter_{side}"] = greater_trochanter(femur_mm, centre_mm, radius, lateral, cranial,
-                                                                     edges_mm)
+                                                                     film_mm)
         proximal, distal = landmarks.get(f"femoral_shaft_proximal_{side}"), landmarks.get(f"femoral_shaft_distal_{side}")
         if axis is not None and proximal is not None:
             proximal_mm = np.asarray(proximal, dtype=np.float64) * spacing_xy
-            moved[f"femoral_shaft_proximal_{side}"] = shaft_midpoint(femur_mm, axis, proximal_mm, edges_mm, other_width)
+            moved[f"femoral_shaft_proximal_{side}"] = shaft_midpoint(femur_mm, axis, proximal_mm, film_mm, other_width)
             if distal is not None:
                 lowest = distal_shaft_level(femur_mm, axis, proximal_mm)
                 point = lowest_visible_midpoint(femur_mm, axis, proximal_mm, lowest, exposed, spacing_xy,
-                                                edges_mm, other_width)
+                                                film_mm, other_width)
                 if point is None:  # the field ends too soon: out of field
                     out[f"femoral_shaft_distal_{side}"] = None
                 else:
                     moved[f"femoral_shaft_distal_{side}"] = point
         elif axis is not None and distal is not None:
             distal_mm = np.asarray(distal, dtype=np.float64) * spacing_xy
-            moved[f"femoral_shaft_distal_{side}"] = shaft_midpoint(femur_mm, axis, distal_mm, edges_mm, other_width)
+            moved[f"femoral_shaft_distal_{side}"] = shaft_midpoint(femur_mm, axis, distal_mm, film_mm, other_width)
         for name, point_mm in moved.items():
             if point_mm is not None and np.isnan(point_mm).any():
-                out[name] = None  # cut by the field's edge: out of field
+                out[name] = None  # cut by the film's edge: out of field
             elif point_mm is not None:
                 out[name] = (float(point_mm[0] / spacing_xy[0]), float(point_mm[1] / spacing_xy[1]))
     return out

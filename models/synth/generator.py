@@ -350,7 +350,8 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     roof_fine = _mask(occupancy["roof"], grid, geom)
     _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted)
     # Segments are what is visible: anatomy under the collimator's shutters is out of field.
-    masks = {name: field.clip(mask) for name, mask in masks.items()}
+    if not field.is_whole((geom.rows, geom.cols)):
+        masks = {name: field.clip(mask) for name, mask in masks.items()}
     measurements = compute_measurements(landmarks, spacing, masks)
     info = {
         "anatomy": anatomy.name,

@@ -147,7 +147,7 @@ def test_a_shaft_section_cut_by_the_film_edge_is_centred_from_its_whole_width() 
     femur_mm, axis = _slanted_shaft(film_left_mm=0.0)
     level_point = axis[0] + 10.0 / axis[1][1] * axis[1]
     naive = shaft_midpoint(femur_mm, axis, level_point)  # no film width: the cut is not seen
-    centred = shaft_midpoint(femur_mm, axis, level_point, edges_mm=((0.0, 200.0, -np.inf, np.inf),))
+    centred = shaft_midpoint(femur_mm, axis, level_point, film_mm=(0.0, 200.0, -np.inf, np.inf))
     assert naive is not None and centred is not None
     assert _off_centre_line(naive, axis) > 2.5
     assert _off_centre_line(centred, axis) < 0.5
@@ -159,6 +159,6 @@ def test_the_shaft_axis_leaves_out_sections_the_film_edge_cuts() -> None:
     head = np.array([-60.0, -80.0])  # sections 70-170 mm below it span the shaft's cut and whole parts
     cranial = np.array([0.0, -1.0])
     _, leaning = shaft_axis(femur_mm, head, cranial)  # no film width: the cut sections count
-    origin, direction = shaft_axis(femur_mm, head, cranial, edges_mm=((0.0, 200.0, -np.inf, np.inf),))
+    origin, direction = shaft_axis(femur_mm, head, cranial, film_mm=(0.0, 200.0, -np.inf, np.inf))
     assert np.degrees(np.arccos(abs(leaning @ axis[1]))) > 1.5
     assert np.degrees(np.arccos(abs(direction @ axis[1]))) < 0.5 and _off_centre_line(origin, axis) < 0.5
