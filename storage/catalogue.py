@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -140,61 +140,49 @@ def find_instance(session: Session, sop_instance_uid: str) -> Instance | None:
     ).first()
 
 
-def _get_or_create_patient(session: Session, facts: InstanceFacts) -> Patient:
-    patient = session.scalars(
-        select(Patient).where(
-            Patient.patient_id == facts.patient_id,
-            Patient.issuer_of_patient_id == facts.issuer_of_patient_id,
-        )
-    ).first()
-    if patient is None:
-        patient = Patient(
-            patient_id=facts.patient_id, issuer_of_patient_id=facts.issuer_of_patient_id
-        )
-        session.add(patient)
-    patient.patient_name = facts.patient_name or patient.patient_name
-    patient.birth_date = facts.birth_date or patient.birth_date
-    patient.sex = facts.sex or patient.sex
-    return patient
+def stored_sha256(session: Session, sop_instance_uid: str) -> str | None:
+    """The content hash of a catalogued instance, or None when it has no row."""
+    return session.execute(
+        select(_INSTANCE.c.sha256).where(_INSTANCE.c.sop_instance_uid == sop_instance_uid)
+    ).scalar()
 
 
-def _get_or_create_study(
-    session: Session,
-    facts: InstanceFacts,
-    patient: Patient,
-    calling_aet: str | None,
-    now: dt.datetime,
-) -> Study:
-    study = session.scalars(
-        select(Study).where(Study.study_instance_uid == facts.study_instance_uid)
-    ).first()
-    if study is None:
-        study = Study(study_instance_uid=facts.study_instance_uid, patient=patient)
-        session.add(study)
-    study.study_date = facts.study_date or study.study_date
-    study.study_time = facts.study_time or study.study_time
-    study.accession_number = facts.accession_number or study.accession_number
-    study.study_description = facts.study_description or study.study_description
-    study.specific_character_set = facts.specific_character_set or study.specific_character_set
-    if calling_aet:
-        study.calling_aet = calling_aet
-    study.last_received_at = now
-    return study
+# The ingest path writes with Core statements on the session's connection: per
+# instance the ORM's unit of work cost more CPU than SQLite itself (profiled at
+# about 4 ms of 10 per instance under concurrent C-STOREs).
+_PATIENT: Table = Patient.__table__  # type: ignore[assignment]
+_STUDY: Table = Study.__table__  # type: ignore[assignment]
+_SERIES: Table = Series.__table__  # type: ignore[assignment]
+_INSTANCE: Table = Instance.__table__  # type: ignore[assignment]
 
 
-def _get_or_create_series(session: Session, facts: InstanceFacts, study: Study) -> Series:
-    series = session.scalars(
-        select(Series).where(Series.series_instance_uid == facts.series_instance_uid)
-    ).first()
-    if series is None:
-        series = Series(series_instance_uid=facts.series_instance_uid, study=study)
-        session.add(series)
-    series.modality = facts.modality or series.modality
-    series.series_number = (
-        facts.series_number if facts.series_number is not None else series.series_number
-    )
-    series.series_description = facts.series_description or series.series_description
-    return series
+def _upsert(
+    connection: Connection,
+    table: Table,
+    key: dict[str, object],
+    fill: dict[str, object],
+    always: dict[str, object] | None = None,
+    parent: dict[str, object] | None = None,
+) -> int:
+    """Primary key of the row matching ``key``, inserted (with ``parent``) if missing.
+
+    An existing row takes the non-empty values of ``fill`` that differ from its
+    own and every value of ``always``; it is written only when something changed.
+    Its ``parent`` link is kept: the first instance decides it, as in the ORM days.
+    """
+    columns = [table.c.id, *(table.c[name] for name in fill)]
+    condition = [table.c[name] == value for name, value in key.items()]
+    row = connection.execute(select(*columns).where(*condition)).first()
+    if row is None:
+        values = {**key, **(parent or {}), **{k: v for k, v in fill.items() if v is not None}}
+        values.update(always or {})
+        return int(connection.execute(insert(table).values(values)).inserted_primary_key[0])
+    current = row._mapping
+    changes = {k: v for k, v in fill.items() if v is not None and v != current[k]}
+    changes.update(always or {})
+    if changes:
+        connection.execute(update(table).where(table.c.id == row.id).values(changes))
+    return int(row.id)
 
 
 def add_instance(
@@ -207,41 +195,71 @@ def add_instance(
     calling_aet: str | None,
     derived_by_node: bool = False,
     received_at: dt.datetime | None = None,
-) -> Instance:
-    """Upsert patient, study and series and insert the instance row (caller commits).
+) -> int:
+    """Upsert patient, study and series, insert the instance row; return its id.
 
-    Raises ``IntegrityError`` (at flush/commit) when the SOP Instance UID is
+    The caller commits. Raises ``IntegrityError`` when the SOP Instance UID is
     already catalogued.
     """
     now = received_at or utcnow()
-    patient = _get_or_create_patient(session, facts)
-    study = _get_or_create_study(session, facts, patient, calling_aet, now)
-    series = _get_or_create_series(session, facts, study)
-    instance = Instance(
-        sop_instance_uid=facts.sop_instance_uid,
-        sop_class_uid=facts.sop_class_uid,
-        series=series,
-        transfer_syntax_uid=facts.transfer_syntax_uid,
-        path=path,
-        sha256=sha256,
-        size_bytes=size_bytes,
-        received_at=now,
-        calling_aet=calling_aet,
-        instance_number=facts.instance_number,
-        modality=facts.modality,
-        body_part_examined=facts.body_part_examined,
-        view_position=facts.view_position,
-        laterality=facts.laterality,
-        photometric_interpretation=facts.photometric_interpretation,
-        rows=facts.rows,
-        columns=facts.columns,
-        pixel_spacing_source=facts.pixel_spacing_source,
-        pixel_spacing_mm=facts.pixel_spacing_mm,
-        derived_by_node=derived_by_node,
+    connection = session.connection()
+    patient_pk = _upsert(
+        connection,
+        _PATIENT,
+        {"patient_id": facts.patient_id, "issuer_of_patient_id": facts.issuer_of_patient_id},
+        {"patient_name": facts.patient_name, "birth_date": facts.birth_date, "sex": facts.sex},
     )
-    session.add(instance)
-    session.flush()
-    return instance
+    study_pk = _upsert(
+        connection,
+        _STUDY,
+        {"study_instance_uid": facts.study_instance_uid},
+        {
+            "study_date": facts.study_date,
+            "study_time": facts.study_time,
+            "accession_number": facts.accession_number,
+            "study_description": facts.study_description,
+            "specific_character_set": facts.specific_character_set,
+            "calling_aet": calling_aet or None,
+        },
+        always={"last_received_at": now},
+        parent={"patient_pk": patient_pk},
+    )
+    series_pk = _upsert(
+        connection,
+        _SERIES,
+        {"series_instance_uid": facts.series_instance_uid},
+        {
+            "modality": facts.modality,
+            "series_number": facts.series_number,
+            "series_description": facts.series_description,
+        },
+        parent={"study_pk": study_pk},
+    )
+    row = connection.execute(
+        insert(_INSTANCE).values(
+            sop_instance_uid=facts.sop_instance_uid,
+            sop_class_uid=facts.sop_class_uid,
+            series_pk=series_pk,
+            transfer_syntax_uid=facts.transfer_syntax_uid,
+            path=path,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            received_at=now,
+            calling_aet=calling_aet,
+            instance_number=facts.instance_number,
+            modality=facts.modality,
+            body_part_examined=facts.body_part_examined,
+            view_position=facts.view_position,
+            laterality=facts.laterality,
+            photometric_interpretation=facts.photometric_interpretation,
+            rows=facts.rows,
+            columns=facts.columns,
+            pixel_spacing_source=facts.pixel_spacing_source,
+            pixel_spacing_mm=facts.pixel_spacing_mm,
+            derived_by_node=derived_by_node,
+        )
+    )
+    return int(row.inserted_primary_key[0])
 
 
 def record_duplicate(session: Session, sop_instance_uid: str) -> int:

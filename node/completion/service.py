@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.completion.rules import (
@@ -43,6 +43,12 @@ from storage.db import write_lock
 from storage.models import Instance, Series, Study, StudyEvent, StudyState, utcnow
 
 log = logging.getLogger(__name__)
+
+# Core statements on the per-instance paths: the ORM cost more CPU than SQLite here.
+_STUDY: Table = Study.__table__  # type: ignore[assignment]
+_SERIES: Table = Series.__table__  # type: ignore[assignment]
+_INSTANCE: Table = Instance.__table__  # type: ignore[assignment]
+_STUDY_EVENT: Table = StudyEvent.__table__  # type: ignore[assignment]
 
 ANALYZE_STUDY = "analyze_study"
 # A timer may fire a hair before the stored deadline (clock granularity).
@@ -201,6 +207,8 @@ class CompletionService:
         with self._lock:
             expected = uid in self._expected_seen
         due, reason = due_time(received_at, expected, self._policy)
+        if self._push_deadline(session, uid, due):  # the common case: a study still receiving
+            return due, reason
         for _ in range(3):  # a concurrent completion may change the state under us
             study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
             if study is None:
@@ -242,18 +250,21 @@ class CompletionService:
                         },
                     )
                     return due, reason
-            else:
-                pushed = session.execute(
-                    update(Study)
-                    .where(Study.id == study.id, Study.state != StudyState.COMPLETE)
-                    .values(complete_due_at=due)
-                    .execution_options(synchronize_session=False)
-                )
-                if pushed.rowcount == 1:
-                    return due, reason
+            elif self._push_deadline(session, uid, due):
+                return due, reason
             session.expire_all()
         log.warning("could not arm completion after retries", extra={"study_instance_uid": uid})
         return None
+
+    @staticmethod
+    def _push_deadline(session: Session, uid: str, due: dt.datetime) -> bool:
+        """Move the deadline of a study that is not complete; False if none matched."""
+        pushed = session.execute(
+            update(_STUDY)
+            .where(_STUDY.c.study_instance_uid == uid, _STUDY.c.state != StudyState.COMPLETE)
+            .values(complete_due_at=due)
+        )
+        return pushed.rowcount == 1
 
     def _schedule(self, uid: str, due: dt.datetime, reason: CompletionReason) -> None:
         scheduler = self._scheduler
@@ -301,60 +312,59 @@ class CompletionService:
     def _complete_in_db(self, uid: str, reason: CompletionReason) -> CompletedStudy | None:
         now = utcnow()
         with self._write_lock, self._session_factory() as session:
-            result = session.execute(
-                update(Study)
+            completed = session.execute(
+                update(_STUDY)
                 .where(
-                    Study.study_instance_uid == uid,
-                    Study.state != StudyState.COMPLETE,
-                    Study.complete_due_at.is_not(None),
-                    Study.complete_due_at <= now + _DUE_TOLERANCE,
+                    _STUDY.c.study_instance_uid == uid,
+                    _STUDY.c.state != StudyState.COMPLETE,
+                    _STUDY.c.complete_due_at.is_not(None),
+                    _STUDY.c.complete_due_at <= now + _DUE_TOLERANCE,
                 )
                 .values(
                     state=StudyState.COMPLETE,
                     completed_at=now,
-                    completion_count=Study.completion_count + 1,
+                    completion_count=_STUDY.c.completion_count + 1,
                     complete_due_at=None,
                 )
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:
+                .returning(_STUDY.c.id, _STUDY.c.completion_count)
+            ).first()
+            if completed is None:
                 session.rollback()
                 self._rearm_if_pushed(session, uid, reason)
                 return None
-            study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
-            assert study is not None  # the UPDATE just matched it
+            study_pk, completion_count = completed
             instance_count = (
                 session.scalar(
-                    select(func.count(Instance.id)).join(Series).where(Series.study_pk == study.id)
+                    select(func.count(_INSTANCE.c.id))
+                    .select_from(_INSTANCE.join(_SERIES))
+                    .where(_SERIES.c.study_pk == study_pk)
                 )
                 or 0
             )
-            session.add(
-                StudyEvent(
-                    study_pk=study.id,
+            session.execute(
+                insert(_STUDY_EVENT).values(
+                    study_pk=study_pk,
                     kind="completed",
                     detail={
                         "reason": reason.value,
                         "instance_count": instance_count,
-                        "completion_count": study.completion_count,
+                        "completion_count": completion_count,
                     },
                 )
             )
-            job = enqueue_job(
+            job_id = enqueue_job(
                 session,
                 ANALYZE_STUDY,
-                job_key(uid, study.completion_count),
-                study_pk=study.id,
+                job_key(uid, completion_count),
+                study_pk=study_pk,
                 payload={
                     "study_instance_uid": uid,
-                    "completion_count": study.completion_count,
+                    "completion_count": completion_count,
                     "reason": reason.value,
                 },
             )
             session.commit()
-            return CompletedStudy(
-                uid, study.id, study.completion_count, reason, instance_count, job.id
-            )
+            return CompletedStudy(uid, study_pk, completion_count, reason, instance_count, job_id)
 
     def _rearm_if_pushed(self, session: Session, uid: str, reason: CompletionReason) -> None:
         """Another arrival (maybe in another process) moved the deadline: follow it."""

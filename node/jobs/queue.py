@@ -13,12 +13,14 @@ import logging
 import random
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.models import Job, JobEvent, JobState, utcnow
 
 log = logging.getLogger(__name__)
+_JOB: Table = Job.__table__  # type: ignore[assignment]
+_JOB_EVENT: Table = JobEvent.__table__  # type: ignore[assignment]
 
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
@@ -41,17 +43,27 @@ def enqueue(
     study_pk: int | None = None,
     payload: dict[str, Any] | None = None,
     max_attempts: int = 3,
-) -> Job:
-    """Add a job unless one with ``key`` exists; return the job either way. Caller commits."""
-    existing = session.scalar(select(Job).where(Job.key == key))
+) -> int:
+    """Add a job unless one with ``key`` exists; return its id either way. Caller commits.
+
+    Core statements: completion enqueues one job per study on the ingest path.
+    """
+    existing = session.execute(select(_JOB.c.id).where(_JOB.c.key == key)).scalar()
     if existing is not None:
-        return existing
-    job = Job(kind=kind, key=key, study_pk=study_pk, payload=payload or {}, max_attempts=max_attempts)
-    session.add(job)
-    session.flush()
-    session.add(JobEvent(job_pk=job.id, state=JobState.QUEUED.value, detail=f"enqueued {kind}"))
-    log.info("job queued", extra={"job_id": job.id, "kind": kind, "key": key})
-    return job
+        return int(existing)
+    inserted = session.execute(
+        insert(_JOB).values(
+            kind=kind, key=key, study_pk=study_pk, payload=payload or {}, max_attempts=max_attempts
+        )
+    )
+    job_id = int(inserted.inserted_primary_key[0])
+    session.execute(
+        insert(_JOB_EVENT).values(
+            job_pk=job_id, state=JobState.QUEUED.value, detail=f"enqueued {kind}"
+        )
+    )
+    log.info("job queued", extra={"job_id": job_id, "kind": kind, "key": key})
+    return job_id
 
 
 def claim_next(session_factory: sessionmaker, worker: str, kinds: tuple[str, ...] | None = None) -> Job | None:

@@ -29,6 +29,7 @@ from storage.filestore import FileStore, OutOfSpace, is_full_error
 from storage.models import Result
 
 log = logging.getLogger("node.ingest")
+_RESULT = Result.__table__  # Core on the hot path: the ORM cost more than SQLite here
 
 StoredCallback = Callable[[str, bool], None]
 """``(study_instance_uid, expected_view)``, called after the row is committed."""
@@ -209,11 +210,11 @@ class Ingestor:
             try:
                 with self._db_lock, self.session_factory() as session:
                     derived = (
-                        session.scalar(
-                            select(Result.id).where(
-                                Result.sop_instance_uid == facts.sop_instance_uid
+                        session.execute(
+                            select(_RESULT.c.id).where(
+                                _RESULT.c.sop_instance_uid == facts.sop_instance_uid
                             )
-                        )
+                        ).first()
                         is not None
                     )
                     catalogue.add_instance(
@@ -244,8 +245,7 @@ class Ingestor:
 
     def _existing_sha(self, sop_instance_uid: str) -> str | None:
         with self.session_factory() as session:
-            instance = catalogue.find_instance(session, sop_instance_uid)
-            return None if instance is None else instance.sha256
+            return catalogue.stored_sha256(session, sop_instance_uid)
 
     def _duplicate(
         self, facts: catalogue.InstanceFacts, sha: str, existing_sha: str, size: int

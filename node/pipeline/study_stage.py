@@ -178,13 +178,13 @@ def _queue_pairs(ctx: JobContext, patient_pk: int, job: Job) -> int:
             pre, post = session.get(Instance, pre_pk), session.get(Instance, post_pk)
             post_class = session.scalar(select(ImageClassification).where(ImageClassification.instance_pk == post_pk))
             post_study = session.get(Series, post.series_pk).study_pk
-            enqueue(
+            pair_job_id = enqueue(
                 session, "analyze_pair",
                 pair_job_key(pre.sop_instance_uid, post.sop_instance_uid, post_class.model_versions if post_class else None),
                 study_pk=post_study,
                 payload={"pre_instance_pk": pre_pk, "post_instance_pk": post_pk, "sides": sorted(sides)},
             )
-            log.info("pair queued", extra={"job_id": job.id, "pre": pre.sop_instance_uid,
+            log.info("pair queued", extra={"job_id": pair_job_id, "study_job_id": job.id, "pre": pre.sop_instance_uid,
                                            "post": post.sop_instance_uid, "sides": ",".join(sides)})
         session.commit()
         return len(by_images)

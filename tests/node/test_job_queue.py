@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from node.jobs.queue import claim_next, enqueue, mark_done, mark_failed, recover_interrupted
+from node.jobs.queue import (
+    PermanentJobError,
+    claim_next,
+    enqueue,
+    mark_done,
+    mark_failed,
+    recover_interrupted,
+)
 from node.jobs.worker import IDLE_POLL_SECONDS, JobContext, notify_queued, run_lanes, run_one
-from node.jobs.queue import PermanentJobError
 from storage.db import Base, make_engine, make_session_factory
 from storage.models import Job, JobEvent, JobState
 
@@ -28,7 +34,7 @@ def test_enqueue_is_idempotent_on_key(sessions) -> None:
         first = enqueue(s, "analyze_study", "study:1.2.3:1")
         second = enqueue(s, "analyze_study", "study:1.2.3:1")
         s.commit()
-        assert first.id == second.id
+        assert first == second
         assert s.scalar(select(Job).where(Job.key == "study:1.2.3:1")) is not None
         assert len(s.scalars(select(Job)).all()) == 1
 
@@ -56,9 +62,8 @@ def test_concurrent_claims_never_share_a_job(sessions) -> None:
 
 def test_transient_failure_retries_then_fails(sessions) -> None:
     with sessions() as s:
-        job = enqueue(s, "analyze_study", "k", max_attempts=2)
+        job_id = enqueue(s, "analyze_study", "k", max_attempts=2)
         s.commit()
-        job_id = job.id
     claim_next(sessions, "w")
     assert mark_failed(sessions, job_id, "analyze", "disk busy", permanent=False) == JobState.QUEUED
     with sessions() as s:

@@ -68,6 +68,39 @@ def test_upsert_shares_patient_study_series(sessions: sessionmaker) -> None:
         assert catalogue.stored_bytes(session) == 35
 
 
+def test_later_instance_fills_study_fields_and_never_erases_them(sessions: sessionmaker) -> None:
+    """A later instance adds what the first lacked, keeps what it lacks itself, and
+    moves the study's last arrival: the completion timer and the viewer rely on it."""
+    import datetime as dt
+
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    first = make_dx(rows=4, columns=4, study_uid=study, series_uid=series, patient_id="P7")
+    first.AccessionNumber = ""
+    second = make_dx(rows=4, columns=4, study_uid=study, series_uid=series, patient_id="P7")
+    second.AccessionNumber = "ACC42"
+    second.PatientName = ""
+    second.SeriesDescription = "AP pelvis"
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with sessions() as session:
+        for i, (ds, aet) in enumerate(((first, "A"), (second, None))):
+            catalogue.add_instance(
+                session,
+                catalogue.InstanceFacts.from_header(ds, "1.2.840.10008.1.2.1"),
+                path=f"p{i}",
+                sha256="0" * 64,
+                size_bytes=1,
+                calling_aet=aet,
+                received_at=t0 + dt.timedelta(seconds=i),
+            )
+        session.commit()
+        row = session.scalars(select(Study)).one()
+        assert row.accession_number == "ACC42" and row.calling_aet == "A"
+        assert row.last_received_at.replace(tzinfo=dt.UTC) == t0 + dt.timedelta(seconds=1)
+        assert session.scalars(select(Patient)).one().patient_name == "Test^Patient"
+        assert session.scalars(select(Series)).one().series_description == "AP pelvis"
+        assert session.scalar(select(func.count(Instance.id))) == 2
+
+
 def test_second_row_for_a_sop_instance_is_refused(sessions: sessionmaker) -> None:
     facts = _facts()
     with sessions() as session:
