@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from node.completion.rules import (
@@ -44,11 +44,40 @@ from storage.models import Instance, Series, Study, StudyEvent, StudyState, utcn
 
 log = logging.getLogger(__name__)
 
-# Core statements on the per-instance paths: the ORM cost more CPU than SQLite here.
+# Core statements built once for the per-instance paths: the ORM and building
+# statements anew cost more CPU than SQLite itself here.
 _STUDY: Table = Study.__table__  # type: ignore[assignment]
 _SERIES: Table = Series.__table__  # type: ignore[assignment]
 _INSTANCE: Table = Instance.__table__  # type: ignore[assignment]
-_STUDY_EVENT: Table = StudyEvent.__table__  # type: ignore[assignment]
+_PUSH_DEADLINE = (
+    update(_STUDY)
+    .where(
+        _STUDY.c.study_instance_uid == bindparam("uid"), _STUDY.c.state != StudyState.COMPLETE
+    )
+    .values(complete_due_at=bindparam("due"))
+)
+_COMPLETE_IF_DUE = (
+    update(_STUDY)
+    .where(
+        _STUDY.c.study_instance_uid == bindparam("uid"),
+        _STUDY.c.state != StudyState.COMPLETE,
+        _STUDY.c.complete_due_at.is_not(None),
+        _STUDY.c.complete_due_at <= bindparam("due_by"),
+    )
+    .values(
+        state=StudyState.COMPLETE,
+        completed_at=bindparam("now"),
+        completion_count=_STUDY.c.completion_count + 1,
+        complete_due_at=None,
+    )
+    .returning(_STUDY.c.id, _STUDY.c.completion_count)
+)
+_COUNT_INSTANCES = (
+    select(func.count(_INSTANCE.c.id))
+    .select_from(_INSTANCE.join(_SERIES))
+    .where(_SERIES.c.study_pk == bindparam("study_pk"))
+)
+_INSERT_STUDY_EVENT = insert(StudyEvent.__table__)
 
 ANALYZE_STUDY = "analyze_study"
 # A timer may fire a hair before the stored deadline (clock granularity).
@@ -259,11 +288,7 @@ class CompletionService:
     @staticmethod
     def _push_deadline(session: Session, uid: str, due: dt.datetime) -> bool:
         """Move the deadline of a study that is not complete; False if none matched."""
-        pushed = session.execute(
-            update(_STUDY)
-            .where(_STUDY.c.study_instance_uid == uid, _STUDY.c.state != StudyState.COMPLETE)
-            .values(complete_due_at=due)
-        )
+        pushed = session.execute(_PUSH_DEADLINE, {"uid": uid, "due": due})
         return pushed.rowcount == 1
 
     def _schedule(self, uid: str, due: dt.datetime, reason: CompletionReason) -> None:
@@ -313,44 +338,25 @@ class CompletionService:
         now = utcnow()
         with self._write_lock, self._session_factory() as session:
             completed = session.execute(
-                update(_STUDY)
-                .where(
-                    _STUDY.c.study_instance_uid == uid,
-                    _STUDY.c.state != StudyState.COMPLETE,
-                    _STUDY.c.complete_due_at.is_not(None),
-                    _STUDY.c.complete_due_at <= now + _DUE_TOLERANCE,
-                )
-                .values(
-                    state=StudyState.COMPLETE,
-                    completed_at=now,
-                    completion_count=_STUDY.c.completion_count + 1,
-                    complete_due_at=None,
-                )
-                .returning(_STUDY.c.id, _STUDY.c.completion_count)
+                _COMPLETE_IF_DUE, {"uid": uid, "due_by": now + _DUE_TOLERANCE, "now": now}
             ).first()
             if completed is None:
                 session.rollback()
                 self._rearm_if_pushed(session, uid, reason)
                 return None
             study_pk, completion_count = completed
-            instance_count = (
-                session.scalar(
-                    select(func.count(_INSTANCE.c.id))
-                    .select_from(_INSTANCE.join(_SERIES))
-                    .where(_SERIES.c.study_pk == study_pk)
-                )
-                or 0
-            )
+            instance_count = session.execute(_COUNT_INSTANCES, {"study_pk": study_pk}).scalar() or 0
             session.execute(
-                insert(_STUDY_EVENT).values(
-                    study_pk=study_pk,
-                    kind="completed",
-                    detail={
+                _INSERT_STUDY_EVENT,
+                {
+                    "study_pk": study_pk,
+                    "kind": "completed",
+                    "detail": {
                         "reason": reason.value,
                         "instance_count": instance_count,
                         "completion_count": completion_count,
                     },
-                )
+                },
             )
             job_id = enqueue_job(
                 session,

@@ -13,14 +13,16 @@ import logging
 import random
 from typing import Any
 
-from sqlalchemy import Table, insert, or_, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.models import Job, JobEvent, JobState, utcnow
 
 log = logging.getLogger(__name__)
 _JOB: Table = Job.__table__  # type: ignore[assignment]
-_JOB_EVENT: Table = JobEvent.__table__  # type: ignore[assignment]
+_JOB_BY_KEY = select(_JOB.c.id).where(_JOB.c.key == bindparam("key"))
+_INSERT_JOB = insert(_JOB)
+_INSERT_JOB_EVENT = insert(JobEvent.__table__)
 
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
@@ -48,19 +50,23 @@ def enqueue(
 
     Core statements: completion enqueues one job per study on the ingest path.
     """
-    existing = session.execute(select(_JOB.c.id).where(_JOB.c.key == key)).scalar()
+    existing = session.execute(_JOB_BY_KEY, {"key": key}).scalar()
     if existing is not None:
         return int(existing)
     inserted = session.execute(
-        insert(_JOB).values(
-            kind=kind, key=key, study_pk=study_pk, payload=payload or {}, max_attempts=max_attempts
-        )
+        _INSERT_JOB,
+        {
+            "kind": kind,
+            "key": key,
+            "study_pk": study_pk,
+            "payload": payload or {},
+            "max_attempts": max_attempts,
+        },
     )
     job_id = int(inserted.inserted_primary_key[0])
     session.execute(
-        insert(_JOB_EVENT).values(
-            job_pk=job_id, state=JobState.QUEUED.value, detail=f"enqueued {kind}"
-        )
+        _INSERT_JOB_EVENT,
+        {"job_pk": job_id, "state": JobState.QUEUED.value, "detail": f"enqueued {kind}"},
     )
     log.info("job queued", extra={"job_id": job_id, "kind": kind, "key": key})
     return job_id

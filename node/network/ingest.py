@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
@@ -29,7 +29,10 @@ from storage.filestore import FileStore, OutOfSpace, is_full_error
 from storage.models import Result
 
 log = logging.getLogger("node.ingest")
-_RESULT = Result.__table__  # Core on the hot path: the ORM cost more than SQLite here
+# Built once, Core: per instance the ORM and statement building cost more than SQLite.
+_RESULT_FOR_SOP = select(Result.__table__.c.id).where(
+    Result.__table__.c.sop_instance_uid == bindparam("sop_instance_uid")
+)
 
 StoredCallback = Callable[[str, bool], None]
 """``(study_instance_uid, expected_view)``, called after the row is committed."""
@@ -211,9 +214,7 @@ class Ingestor:
                 with self._db_lock, self.session_factory() as session:
                     derived = (
                         session.execute(
-                            select(_RESULT.c.id).where(
-                                _RESULT.c.sop_instance_uid == facts.sop_instance_uid
-                            )
+                            _RESULT_FOR_SOP, {"sop_instance_uid": facts.sop_instance_uid}
                         ).first()
                         is not None
                     )
