@@ -10,7 +10,10 @@ it receives large (~70 MB) images. A benchmark, not a test: it prints figures.
 
 TCP_NODELAY=1 is set for storescu and storescp (DCMTK leaves Nagle on otherwise).
 The load average is printed with the figures: on a shared 2-core machine the
-numbers are pessimistic.
+numbers are pessimistic. Each run also prints CPU milliseconds per instance, of
+the whole machine (senders and kernel included) and of the node's processes:
+on a machine whose cores are all busy, throughput is that CPU cost, and it
+varies far less between runs than MB/s does.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ class Run:
     megabytes: float
     seconds: float
     failures: int
+    machine_cpu_s: float = 0.0  # busy CPU of the whole machine during the run (senders included)
+    receiver_cpu_s: float | None = None  # the node's processes (main + receivers); None for storescp
 
     @property
     def mb_per_s(self) -> float:
@@ -197,15 +202,52 @@ class Target:
             shutil.rmtree(self.store, ignore_errors=True)
 
 
+_CLOCK_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / _CLOCK_TICK
+
+
+def process_tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of ``root_pid`` and its live descendants (the node's receivers)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
+    total, todo = 0.0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
 def throughput(target: Target, files: list[Path], senders: int, env: dict[str, str]) -> Run:
     target.start()
+    assert target.proc is not None
+    is_node = target.kind == "node"
     try:
+        tree_before = process_tree_cpu_seconds(target.proc.pid) if is_node else 0.0
+        busy_before = machine_busy_seconds()
         seconds, failures = send(target.port, "HIPNODE", files, senders, env)
+        busy = machine_busy_seconds() - busy_before
+        tree = process_tree_cpu_seconds(target.proc.pid) - tree_before if is_node else None
     finally:
         target.stop()
     megabytes = sum(p.stat().st_size for p in files) / 1e6
-    label = target.kind if target.kind != "node" else f"node/r{target.receivers}"
-    return Run(label, senders, len(files), megabytes, seconds, failures)
+    label = f"node/r{target.receivers}" if is_node else target.kind
+    return Run(label, senders, len(files), megabytes, seconds, failures, busy, tree)
 
 
 def peak_rss(
@@ -305,9 +347,16 @@ def run(args: argparse.Namespace) -> int:
             for target in targets:
                 result = throughput(target, files, senders, env)
                 runs.append(result)
+                per_instance = 1000.0 / result.instances
+                node_cpu = (
+                    f", node {result.receiver_cpu_s * per_instance:.1f}"
+                    if result.receiver_cpu_s is not None
+                    else ""
+                )
                 print(
                     f"  {result.target:9s} senders={senders}  {result.mb_per_s:7.1f} MB/s  {result.per_s:6.1f} inst/s  "
                     f"({result.instances} in {result.seconds:.2f} s, failed senders {result.failures})  "
+                    f"CPU ms/instance: machine {result.machine_cpu_s * per_instance:.1f}{node_cpu}  "
                     f"load {os.getloadavg()[0]:.2f}",
                     flush=True,
                 )
