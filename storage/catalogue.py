@@ -232,6 +232,7 @@ def add_instance(
     already catalogued.
     """
     now = received_at or utcnow()
+    session.flush()  # Core statements on the connection do not autoflush pending ORM objects
     connection = session.connection()
     patient_pk = _upsert(
         connection,

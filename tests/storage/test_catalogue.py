@@ -128,3 +128,19 @@ def test_reindex_catalogues_files_without_rows(sessions: sessionmaker, tmp_path:
         row = session.scalars(select(Instance)).one()
     offset = catalogue.dataset_offset(good)
     assert row.sha256 == catalogue.dataset_sha256(good, offset) and row.path == "dicom/a/b/c.dcm"
+
+
+def test_instance_joins_a_patient_added_earlier_in_the_same_session(sessions: sessionmaker) -> None:
+    """The Core upsert sees ORM objects still pending in the caller's session."""
+    with sessions() as session:
+        session.add(Patient(patient_id="P5", issuer_of_patient_id="", patient_name="Early^Bird"))
+        catalogue.add_instance(
+            session,
+            _facts(patient_id="P5"),
+            path="p",
+            sha256="0" * 64,
+            size_bytes=1,
+            calling_aet=None,
+        )
+        session.commit()
+        assert session.scalar(select(func.count(Patient.id))) == 1
