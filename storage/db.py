@@ -7,6 +7,7 @@ the file. Any other SQLAlchemy URL (PostgreSQL) works unchanged.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
@@ -31,9 +32,23 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+SQLITE_MINIMUM = (3, 35, 0)
+"""Completion uses ``UPDATE ... RETURNING``, which SQLite has since 3.35."""
+
+
 def make_engine(url: str) -> Engine:
-    """Create the process's engine; SQLite gets WAL, FULL sync and a busy timeout."""
+    """Create the process's engine; SQLite gets WAL, FULL sync and a busy timeout.
+
+    An SQLite library too old for the catalogue's statements is refused here, at
+    start, rather than failing every study completion later.
+    """
     if url.startswith("sqlite"):
+        if sqlite3.sqlite_version_info < SQLITE_MINIMUM:
+            wanted = ".".join(map(str, SQLITE_MINIMUM))
+            raise RuntimeError(
+                f"SQLite {sqlite3.sqlite_version} is too old for the catalogue (needs >= {wanted}"
+                " for UPDATE ... RETURNING); use a newer Python/SQLite or a PostgreSQL database_url"
+            )
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

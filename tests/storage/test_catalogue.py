@@ -25,6 +25,20 @@ def sessions(tmp_path: Path) -> sessionmaker:
     engine.dispose()
 
 
+def _store(session, facts: catalogue.InstanceFacts, path: str = "p", **kwargs: object) -> int:  # type: ignore[no-untyped-def]
+    """``add_instance`` with throwaway file details; ``kwargs`` override them."""
+    details: dict = {"sha256": "0" * 64, "size_bytes": 1, "calling_aet": None, **kwargs}
+    return catalogue.add_instance(session, facts, path=path, **details)
+
+
+def test_too_old_sqlite_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import storage.db
+
+    monkeypatch.setattr(storage.db.sqlite3, "sqlite_version_info", (3, 31, 1))
+    with pytest.raises(RuntimeError, match="too old.*RETURNING"):
+        make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+
+
 def _facts(**kwargs: object) -> catalogue.InstanceFacts:
     return catalogue.InstanceFacts.from_header(
         make_dx(rows=4, columns=4, **kwargs), "1.2.840.10008.1.2.1"
@@ -50,17 +64,8 @@ def test_upsert_shares_patient_study_series(sessions: sessionmaker) -> None:
     with sessions() as session:
         for i in range(3):
             facts = _facts(study_uid=study, series_uid=series, patient_id="P9")
-            catalogue.add_instance(
-                session, facts, path=f"p{i}", sha256="0" * 64, size_bytes=10, calling_aet="A"
-            )
-        catalogue.add_instance(
-            session,
-            _facts(patient_id="P9"),
-            path="q",
-            sha256="1" * 64,
-            size_bytes=5,
-            calling_aet="B",
-        )
+            _store(session, facts, f"p{i}", size_bytes=10, calling_aet="A")
+        _store(session, _facts(patient_id="P9"), "q", sha256="1" * 64, size_bytes=5, calling_aet="B")
         session.commit()
         assert session.scalar(select(func.count(Patient.id))) == 1
         assert session.scalar(select(func.count(Study.id))) == 2
@@ -83,15 +88,8 @@ def test_later_instance_fills_study_fields_and_never_erases_them(sessions: sessi
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     with sessions() as session:
         for i, (ds, aet) in enumerate(((first, "A"), (second, None))):
-            catalogue.add_instance(
-                session,
-                catalogue.InstanceFacts.from_header(ds, "1.2.840.10008.1.2.1"),
-                path=f"p{i}",
-                sha256="0" * 64,
-                size_bytes=1,
-                calling_aet=aet,
-                received_at=t0 + dt.timedelta(seconds=i),
-            )
+            facts = catalogue.InstanceFacts.from_header(ds, "1.2.840.10008.1.2.1")
+            _store(session, facts, f"p{i}", calling_aet=aet, received_at=t0 + dt.timedelta(seconds=i))
         session.commit()
         row = session.scalars(select(Study)).one()
         assert row.accession_number == "ACC42" and row.calling_aet == "A"
@@ -104,14 +102,10 @@ def test_later_instance_fills_study_fields_and_never_erases_them(sessions: sessi
 def test_second_row_for_a_sop_instance_is_refused(sessions: sessionmaker) -> None:
     facts = _facts()
     with sessions() as session:
-        catalogue.add_instance(
-            session, facts, path="a", sha256="0" * 64, size_bytes=1, calling_aet=None
-        )
+        _store(session, facts, "a")
         session.commit()
         with pytest.raises(IntegrityError):
-            catalogue.add_instance(
-                session, facts, path="b", sha256="1" * 64, size_bytes=1, calling_aet=None
-            )
+            _store(session, facts, "b", sha256="1" * 64)
         session.rollback()
         assert catalogue.record_duplicate(session, facts.sop_instance_uid) == 1
         session.commit()
@@ -134,13 +128,6 @@ def test_instance_joins_a_patient_added_earlier_in_the_same_session(sessions: se
     """The Core upsert sees ORM objects still pending in the caller's session."""
     with sessions() as session:
         session.add(Patient(patient_id="P5", issuer_of_patient_id="", patient_name="Early^Bird"))
-        catalogue.add_instance(
-            session,
-            _facts(patient_id="P5"),
-            path="p",
-            sha256="0" * 64,
-            size_bytes=1,
-            calling_aet=None,
-        )
+        _store(session, _facts(patient_id="P5"))
         session.commit()
         assert session.scalar(select(func.count(Patient.id))) == 1
