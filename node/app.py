@@ -69,7 +69,7 @@ class Node:
         self.engine = make_engine(settings.effective_database_url)
         revision = upgrade_to_head(self.engine)
         self.session_factory = make_session_factory(self.engine)
-        self.filestore = FileStore(settings.storage_dir, settings.max_storage_bytes)
+        self.filestore = FileStore(settings.storage_dir, settings.max_storage_bytes, settings.direct_io)
         removed = self.filestore.prepare()
         indexed, unreadable = catalogue.reindex(self.session_factory, self.filestore.root,
                                                 lambda: list(self.filestore.iter_objects()))  # type: ignore[union-attr]

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     storage_dir: Path = Path("./hipnode-data")
     database_url: str | None = Field(None, description="default: sqlite file in storage_dir")
     max_storage_bytes: int | None = Field(None, gt=0, description="refuse with A700 above this size")
+    direct_io: bool = Field(
+        True,
+        description="write received objects with O_DIRECT (they are fsync'd anyway, so the page "
+        "cache copy is wasted CPU); falls back to buffered writes where the file system refuses",
+    )
     destinations: list[Destination] = Field(default_factory=list)
     return_to_sender: bool = Field(
         True, description="send results to the calling AE of the study when it names a destination"

@@ -22,13 +22,18 @@ import re
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+from storage.direct_io import DirectFile
 
 _UID_SAFE = re.compile(r"[^0-9A-Za-z.\-]")
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 TEMP_SUFFIX = ".part"
 
+
+_RECEIVE_CHUNK = 1 << 18
 
 WRITEBACK_CHUNK = 4 << 20
 """Start disk writeback every this many received bytes, so the final fsync has little left."""
@@ -100,11 +105,13 @@ class ReceiveBuffer:
     # calls before the first data set fragment; the hash covers what follows.
     _HEADER_WRITES = 3
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, direct_io: bool = True) -> None:
         fd, name = tempfile.mkstemp(suffix=TEMP_SUFFIX, dir=directory)
         self.name = name
         self._fd = fd
-        self._fp = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._fp: DirectFile | BinaryIO = (
+            DirectFile(fd) if direct_io else os.fdopen(fd, "wb", buffering=1 << 20)
+        )
         self.file = self  # pynetdicom calls ``.file.flush()`` after every fragment
         self.error: OSError | None = None
         self.closed = False
@@ -132,7 +139,7 @@ class ReceiveBuffer:
                 self.hashed_from = self._written
             self._hash.update(data)
         self._written += len(data)
-        if self._written - self._writeback_done >= WRITEBACK_CHUNK:
+        if self._written - self._writeback_done >= WRITEBACK_CHUNK and not self.direct:
             try:
                 self._fp.flush()
             except OSError as exc:
@@ -141,6 +148,52 @@ class ReceiveBuffer:
             start_writeback(self._fd, self._writeback_done, self._written - self._writeback_done)
             self._writeback_done = self._written
         return count
+
+    def receive(self, fill: Callable[[memoryview], None], count: int) -> None:
+        """Append the next ``count`` data set bytes, which ``fill`` writes into views it is given.
+
+        With O_DIRECT the views are the staging buffer itself, so a socket's
+        ``recv_into`` lands the bytes where the disk reads them: no copy in
+        Python. ``fill`` must fill each view completely or raise.
+        """
+        fp = self._fp
+        if not isinstance(fp, DirectFile) or self._writes <= self._HEADER_WRITES:
+            self._receive_by_copy(fill, count)
+            return
+        if self.hashed_from is None:
+            self.hashed_from = self._written
+        while count > 0:
+            if self.error is not None:  # still read every byte, so the association stays in step
+                self._receive_by_copy(fill, count)
+                return
+            space = fp.staging_space(count)
+            size = len(space)
+            try:
+                fill(space)
+                self._hash.update(space)
+            finally:
+                space.release()
+            count -= size
+            try:
+                fp.commit_staged(size)
+            except OSError as exc:
+                self._fail(exc)
+            self._written += size
+        self._writes += 1
+
+    def _receive_by_copy(self, fill: Callable[[memoryview], None], count: int) -> None:
+        chunk = bytearray(min(count, _RECEIVE_CHUNK))
+        view = memoryview(chunk)
+        while count > 0:
+            part = view[: min(count, len(view))]
+            fill(part)
+            self.write(part)
+            count -= len(part)
+
+    @property
+    def direct(self) -> bool:
+        """Whether the bytes bypass the page cache (O_DIRECT); see :mod:`storage.direct_io`."""
+        return bool(getattr(self._fp, "direct", False))
 
     def drop_if_unclaimed(self) -> bool:
         """Remove the partial file of an object whose message never completed."""
@@ -208,11 +261,12 @@ def _drop_unclaimed(fp: object, name: str, state: dict[str, bool]) -> None:
 class FileStore:
     """The object files of one node; thread-safe."""
 
-    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
+    def __init__(self, root: Path, max_bytes: int | None = None, direct_io: bool = True) -> None:
         self.root = Path(root).resolve()
         self.tmp_dir = self.root / "tmp"
         self.objects_dir = self.root / "dicom"
         self.max_bytes = max_bytes
+        self.direct_io = direct_io
         self._lock = threading.Lock()
         self._used_bytes = 0  # catalogued objects
         self._pending_bytes = 0  # reserved by objects being stored
@@ -274,7 +328,7 @@ class FileStore:
 
     # -- writing -----------------------------------------------------------------
     def new_buffer(self) -> ReceiveBuffer:
-        return ReceiveBuffer(self.tmp_dir)
+        return ReceiveBuffer(self.tmp_dir, self.direct_io)
 
     def relative_path(self, study_uid: str, series_uid: str, sop_uid: str) -> str:
         return f"dicom/{clean_uid(study_uid)}/{clean_uid(series_uid)}/{clean_uid(sop_uid)}.dcm"

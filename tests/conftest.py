@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.outside_tools import which_outside_venv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +59,7 @@ def wait_for(
 
 def require_tool(name: str) -> str:
     """Path of an outside tool the tests drive; fails (never skips) when it is missing."""
-    path = shutil.which(name)
+    path = which_outside_venv(name)
     if path is None:
         raise AssertionError(f"{name} not found: install DCMTK/dicom3tools (make test does)")
     return path

@@ -5,8 +5,10 @@ P-DATA primitive and a state-machine event before the data set bytes reach
 the file: four copies and a few hundred Python calls per 128 KiB. While an
 association is established (Sta6) and a chunked C-STORE data set is being
 received, nothing in those steps can change the outcome, so this reader
-copies each data set fragment from the socket into the temp file directly
-(one ``recv_into`` into a reused buffer, one write).
+copies each data set fragment from the socket into the temp file directly:
+into the store's O_DIRECT staging buffer itself where the target offers
+``receive`` (:class:`storage.filestore.ReceiveBuffer`), else one ``recv_into``
+into a reused buffer and one write.
 
 Everything else takes pynetdicom's own path unchanged: every non-P-DATA PDU,
 command fragments, the *last* fragment of each data set (so pynetdicom
@@ -22,6 +24,7 @@ import logging
 import select
 import socket
 import struct
+from functools import partial
 
 from pynetdicom.dul import DULServiceProvider
 
@@ -131,6 +134,10 @@ def _stream_p_data(
         is_command, is_last = bool(control & 1), bool(control & 2)
         if passed_on or is_command or is_last:
             passed_on.append(bytes(item_header) + _read_bytes(sock, data_length))
+            continue
+        receive = getattr(target, "receive", None)
+        if receive is not None:  # the store's buffer: bytes land where the disk reads them
+            receive(partial(_recv_exact, sock), data_length)
             continue
         while data_length > 0:
             count = min(data_length, len(scratch))

@@ -57,7 +57,7 @@ def _receiver_main(
     settings = Settings(**settings_data)
     engine = make_engine(settings.effective_database_url)
     session_factory = make_session_factory(engine)
-    filestore = FileStore(settings.storage_dir, settings.max_storage_bytes)
+    filestore = FileStore(settings.storage_dir, settings.max_storage_bytes, settings.direct_io)
     with session_factory() as session:
         filestore.set_used_bytes(catalogue.stored_bytes(session))
 

@@ -37,6 +37,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.factories import make_dx  # noqa: E402
+from tests.outside_tools import which_outside_venv  # noqa: E402
 
 
 def _free_port() -> int:
@@ -46,7 +47,7 @@ def _free_port() -> int:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
+    path = which_outside_venv(name)
     if path is None:
         raise SystemExit(f"bench: {name} not found (install DCMTK)")
     return path
