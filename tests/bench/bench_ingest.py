@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,9 @@ class Run:
     seconds: float
     failures: int
     machine_cpu_s: float = 0.0  # busy CPU of the whole machine during the run (senders included)
-    receiver_cpu_s: float | None = None  # the node's processes (main + receivers); None for storescp
+    receiver_cpu_s: float | None = (
+        None  # the node's processes (main + receivers); None for storescp
+    )
 
     @property
     def mb_per_s(self) -> float:
@@ -328,7 +331,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1, 2],
         help="node receiver_processes settings to measure",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of every target, interleaved (medians reported)",
+    )
     parser.add_argument("--skip-rss", action="store_true")
+
+
+def _print_run(result: Run, senders: int) -> None:
+    per_instance = 1000.0 / result.instances
+    node_cpu = (
+        f", node {result.receiver_cpu_s * per_instance:.1f}"
+        if result.receiver_cpu_s is not None
+        else ""
+    )
+    print(
+        f"  {result.target:9s} senders={senders}  {result.mb_per_s:7.1f} MB/s  {result.per_s:6.1f} inst/s  "
+        f"({result.instances} in {result.seconds:.2f} s, failed senders {result.failures})  "
+        f"CPU ms/instance: machine {result.machine_cpu_s * per_instance:.1f}{node_cpu}  "
+        f"load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+
+
+def summarize(runs: list[Run], senders: int) -> list[str]:
+    """One line per node setting: medians, the ratio of medians and the per-round ratios."""
+    dcmtk = [r for r in runs if r.target == "storescp" and r.senders == senders]
+    dcmtk_median = statistics.median(r.mb_per_s for r in dcmtk)
+    lines = []
+    for label in dict.fromkeys(r.target for r in runs if r.target.startswith("node")):
+        node = [r for r in runs if r.target == label and r.senders == senders]
+        node_median = statistics.median(r.mb_per_s for r in node)
+        paired = sorted(n.mb_per_s / d.mb_per_s for n, d in zip(node, dcmtk, strict=True))
+        cpu = statistics.median(r.machine_cpu_s * 1000.0 / r.instances for r in node)
+        dcmtk_cpu = statistics.median(r.machine_cpu_s * 1000.0 / r.instances for r in dcmtk)
+        lines.append(
+            f"senders={senders}: {label} {node_median:.1f} MB/s, storescp {dcmtk_median:.1f} MB/s "
+            f"(medians of {len(node)}), ratio {node_median / dcmtk_median:.2f} (target >= 0.8); "
+            f"per round {', '.join(f'{x:.2f}' for x in paired)}; machine CPU ms/instance "
+            f"{cpu:.1f} vs {dcmtk_cpu:.1f}"
+        )
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -345,31 +390,18 @@ def run(args: argparse.Namespace) -> int:
         for senders in args.senders:
             targets = [Target("storescp", workdir, env, ["-pdu", str(args.storescp_pdu)])]
             targets += [Target("node", workdir, env, [], receivers=r) for r in args.receivers]
-            for target in targets:
-                result = throughput(target, files, senders, env)
-                runs.append(result)
-                per_instance = 1000.0 / result.instances
-                node_cpu = (
-                    f", node {result.receiver_cpu_s * per_instance:.1f}"
-                    if result.receiver_cpu_s is not None
-                    else ""
-                )
-                print(
-                    f"  {result.target:9s} senders={senders}  {result.mb_per_s:7.1f} MB/s  {result.per_s:6.1f} inst/s  "
-                    f"({result.instances} in {result.seconds:.2f} s, failed senders {result.failures})  "
-                    f"CPU ms/instance: machine {result.machine_cpu_s * per_instance:.1f}{node_cpu}  "
-                    f"load {os.getloadavg()[0]:.2f}",
-                    flush=True,
-                )
-        print("summary:")
+            for round_index in range(args.repeat):
+                # Alternate the order so neither side always runs on the calmer machine.
+                for target in targets if round_index % 2 == 0 else targets[::-1]:
+                    result = throughput(target, files, senders, env)
+                    runs.append(result)
+                    _print_run(result, senders)
+        print(
+            "summary (median over rounds; MB/s varies a lot between identical runs on a shared VM):"
+        )
         for senders in args.senders:
-            dcmtk = next(r for r in runs if r.target == "storescp" and r.senders == senders)
-            for node in (r for r in runs if r.target.startswith("node") and r.senders == senders):
-                ratio = node.mb_per_s / dcmtk.mb_per_s
-                print(
-                    f"  senders={senders}: {node.target} {node.mb_per_s:.1f} MB/s ({node.per_s:.1f}/s), "
-                    f"storescp {dcmtk.mb_per_s:.1f} MB/s ({dcmtk.per_s:.1f}/s), ratio {ratio:.2f} (target >= 0.8)"
-                )
+            for line in summarize(runs, senders):
+                print(f"  {line}")
         if not args.skip_rss:
             idle, peak, failures = peak_rss(workdir, env, [], args.large_mb, args.large_count, 2)
             print(
