@@ -68,14 +68,6 @@ class DirectFile:
         self._fill = 0  # bytes gathered in the staging buffer
         self.closed = False
 
-    @property
-    def size(self) -> int:
-        """Bytes written so far (the file's size after :meth:`flush`)."""
-        return self._base + self._fill
-
-    def fileno(self) -> int:
-        return self._fd
-
     def write(self, data: bytes | bytearray | memoryview) -> int:
         source = memoryview(data).cast("B")
         total = len(source)

@@ -31,9 +31,8 @@ from storage.direct_io import DirectFile
 _UID_SAFE = re.compile(r"[^0-9A-Za-z.\-]")
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 TEMP_SUFFIX = ".part"
-
-
 _RECEIVE_CHUNK = 1 << 18
+"""Scratch size where :meth:`ReceiveBuffer.receive` cannot fill the staging buffer in place."""
 
 WRITEBACK_CHUNK = 4 << 20
 """Start disk writeback every this many received bytes, so the final fsync has little left."""
