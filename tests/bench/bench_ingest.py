@@ -10,7 +10,9 @@ it receives large (~70 MB) images. A benchmark, not a test: it prints figures.
 
 TCP_NODELAY=1 is set for storescu and storescp (DCMTK leaves Nagle on otherwise).
 The load average is printed with the figures: on a shared 2-core machine the
-numbers are pessimistic. Each run also prints CPU milliseconds per instance, of
+numbers are pessimistic, and the same run varies +-30%, so every target runs
+``--repeat`` rounds (order alternating) and the summary gives medians and each
+round's paired ratio. Each run also prints CPU milliseconds per instance, of
 the whole machine (senders and kernel included) and of the node's processes:
 on a machine whose cores are all busy, throughput is that CPU cost, and it
 varies far less between runs than MB/s does.
@@ -305,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     return run(parser.parse_args(argv))
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=200, help="instances per run")
     parser.add_argument("--size-mb", type=float, default=10.0, help="size of each instance")
@@ -333,7 +342,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=_at_least_one,
         default=3,
         help="rounds of every target, interleaved (medians reported)",
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.bench.bench_ingest import Run, summarize
+import pytest
+
+from tests.bench.bench_ingest import Run, main, summarize
 
 
 def _run(target: str, senders: int, seconds: float) -> Run:
@@ -22,3 +24,10 @@ def test_ratio_is_of_medians_and_rounds_are_paired_in_order() -> None:
     (line,) = summarize(runs, 4)
     assert "node/r1 400.0 MB/s, storescp 500.0 MB/s (medians of 3), ratio 0.80" in line
     assert "per round 0.50, 0.62, 0.80" in line  # 500/1000, 250/400, 400/500, sorted
+
+
+def test_zero_rounds_is_refused_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--repeat", "0"])
+    assert info.value.code == 2
+    assert "--repeat: must be at least 1, got 0" in capsys.readouterr().err
