@@ -207,6 +207,28 @@ def _surface_points(mask: np.ndarray, volume: Volume) -> np.ndarray:
     return _world(np.argwhere(surface) + i0, volume)
 
 
+def _grid_surface_points(occupied: np.ndarray, lo: np.ndarray, voxel: float) -> np.ndarray:
+    """World (x, y, z) centres of the boundary voxels of an isotropic [z, y, x] grid."""
+    surface = occupied & ~ndimage.binary_erosion(occupied)
+    zyx = np.argwhere(surface)
+    return lo + zyx[:, ::-1] * voxel
+
+
+def _lowest_points(surface: np.ndarray, midline_x: float, side: str, band_mm: float) -> np.ndarray:
+    """Surface points of one side of the midline within ``band_mm`` of that side's lowest z.
+
+    The ischial tuberosity's candidates: the generator projects them and keeps
+    the most caudal. They are taken from the *rendered* bone (the label
+    smoothed and resampled to BONE_VOXEL_MM), not the 3 mm-slice label: the
+    label's lowest slice differs from the rendered bottom by up to 2 mm, a
+    different amount on each side, and the reference line through the two
+    tuberosities turns that into several millimetres of leg length.
+    """
+    lateral = -1.0 if side == "right" else 1.0
+    own = surface[(surface[:, 0] - midline_x) * lateral > 0]
+    return own[own[:, 2] <= own[:, 2].min() + band_mm]
+
+
 def _femur_geometry(femur: np.ndarray, pelvis_side: np.ndarray, volume: Volume, side: str, midline_x: float) -> tuple[FemurGeometry, dict[str, np.ndarray]]:
     pts = _world(np.argwhere(femur), volume)
     surf = _surface_points(femur, volume)
@@ -374,8 +396,6 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
         geo = femur_geo[side]
         lateral = -1.0 if side == "right" else 1.0
         own = pelvis_surf[(pelvis_surf[:, 0] - midline_x) * lateral > 0]
-        zmin = own[:, 2].min()
-        candidates[f"ischial_tuberosity_{side}"] = own[own[:, 2] <= zmin + 12.0]
         rel = own - geo.head_centre
         dist = np.linalg.norm(rel, axis=1)
         rim = (dist <= geo.head_radius_mm + 7.0) & (rel[:, 2] >= -2.0) & (np.abs(rel[:, 1]) <= 8.0)
@@ -398,6 +418,9 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     shape = _grid_shape(lo, hi, BONE_VOXEL_MM)
     occ_bone = _resample(bones, volume, lo, shape, BONE_VOXEL_MM)
     occ_pelvis = _resample(pelvis | sacrum, volume, lo, shape, BONE_VOXEL_MM)
+    rendered_hip_surface = _grid_surface_points(_resample(pelvis, volume, lo, shape, BONE_VOXEL_MM) > 0.5, lo, BONE_VOXEL_MM)
+    for side in ("right", "left"):
+        candidates[f"ischial_tuberosity_{side}"] = _lowest_points(rendered_hip_surface, midline_x, side, 12.0)
     roof = np.zeros_like(pelvis)
     idx = np.argwhere(pelvis)
     pw = _world(idx, volume)
@@ -457,7 +480,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     return Anatomy(volume.name, pelvis_body, femur_bodies, soft, femur_geo, candidates, ring_points, midline_x, anchor)
 
 
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 
 
 def _cache_file(label_path: Path) -> Path | None:
