@@ -214,6 +214,12 @@ def _grid_surface_points(occupied: np.ndarray, lo: np.ndarray, voxel: float) -> 
     return lo + zyx[:, ::-1] * voxel
 
 
+def _own_side(points: np.ndarray, midline_x: float, side: str) -> np.ndarray:
+    """The ``points`` (world x, y, z) on ``side`` of the sagittal plane x = ``midline_x``."""
+    lateral = -1.0 if side == "right" else 1.0
+    return points[(points[:, 0] - midline_x) * lateral > 0]
+
+
 def _lowest_points(surface: np.ndarray, midline_x: float, side: str, band_mm: float) -> np.ndarray:
     """Surface points of one side of the midline within ``band_mm`` of that side's lowest z.
 
@@ -224,8 +230,7 @@ def _lowest_points(surface: np.ndarray, midline_x: float, side: str, band_mm: fl
     different amount on each side, and the reference line through the two
     tuberosities turns that into several millimetres of leg length.
     """
-    lateral = -1.0 if side == "right" else 1.0
-    own = surface[(surface[:, 0] - midline_x) * lateral > 0]
+    own = _own_side(surface, midline_x, side)
     return own[own[:, 2] <= own[:, 2].min() + band_mm]
 
 
@@ -394,8 +399,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     pelvis_surf = _surface_points(pelvis, volume)
     for side in ("right", "left"):
         geo = femur_geo[side]
-        lateral = -1.0 if side == "right" else 1.0
-        own = pelvis_surf[(pelvis_surf[:, 0] - midline_x) * lateral > 0]
+        own = _own_side(pelvis_surf, midline_x, side)
         rel = own - geo.head_centre
         dist = np.linalg.norm(rel, axis=1)
         rim = (dist <= geo.head_radius_mm + 7.0) & (rel[:, 2] >= -2.0) & (np.abs(rel[:, 1]) <= 8.0)
