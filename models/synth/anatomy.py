@@ -234,6 +234,20 @@ def _lowest_points(surface: np.ndarray, midline_x: float, side: str, band_mm: fl
     return own[own[:, 2] <= own[:, 2].min() + band_mm]
 
 
+LESSER_TROCHANTER_REACH_MM = 8.0
+"""Femur surface within this distance of the label's lesser-trochanter point is its candidate set."""
+
+
+def _near_points(surface: np.ndarray, centre: np.ndarray, reach_mm: float) -> np.ndarray:
+    """The ``surface`` points within ``reach_mm`` of ``centre`` (world mm).
+
+    The lesser trochanter's candidates come from the *rendered* femur (label
+    smoothed and resampled to BONE_VOXEL_MM), like the tuberosities': the film
+    shows that bone, not the 3 mm-slice label.
+    """
+    return surface[np.linalg.norm(surface - centre, axis=1) <= reach_mm]
+
+
 def _femur_geometry(femur: np.ndarray, pelvis_side: np.ndarray, volume: Volume, side: str, midline_x: float) -> tuple[FemurGeometry, dict[str, np.ndarray]]:
     pts = _world(np.argwhere(femur), volume)
     surf = _surface_points(femur, volume)
@@ -295,8 +309,7 @@ def _femur_geometry(femur: np.ndarray, pelvis_side: np.ndarray, volume: Volume, 
     # Candidate point sets for landmarks picked after projection.
     rel_c = surf - centre
     gt_mask = (lateral * rel_c[:, 0] > radius + 12.0) & (rel_c[:, 2] > -35.0) & (rel_c[:, 2] < 40.0)
-    lt_mask = np.linalg.norm(surf - lt, axis=1) <= 8.0
-    cand = {"greater_trochanter": surf[gt_mask], "lesser_trochanter": surf[lt_mask]}
+    cand = {"greater_trochanter": surf[gt_mask]}
     return geo, cand
 
 
@@ -451,6 +464,8 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
         lo_f, hi_f = _bbox(femurs[side], volume, 6.0)
         shape_f = _grid_shape(lo_f, hi_f, BONE_VOXEL_MM)
         occ = _resample(femurs[side], volume, lo_f, shape_f, BONE_VOXEL_MM)
+        rendered_surface = _grid_surface_points(occ > 0.5, lo_f, BONE_VOXEL_MM)
+        candidates[f"lesser_trochanter_{side}"] = _near_points(rendered_surface, geo.lesser_trochanter, LESSER_TROCHANTER_REACH_MM)
         occ = _carve(occ, lo_f, BONE_VOXEL_MM, geo.head_centre, geo.head_radius_mm + 0.5,
                      geo.head_radius_mm + JOINT_SPACE_MM + 2.0, spare=-geo.neck_cut_normal)
         zz, yy, xx = np.meshgrid(*[lo_f[a] + np.arange(shape_f[a]) * BONE_VOXEL_MM for a in (2, 1, 0)], indexing="ij")
@@ -484,7 +499,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     return Anatomy(volume.name, pelvis_body, femur_bodies, soft, femur_geo, candidates, ring_points, midline_x, anchor)
 
 
-CACHE_VERSION = 7
+CACHE_VERSION = 8
 
 
 def _cache_file(label_path: Path) -> Path | None:

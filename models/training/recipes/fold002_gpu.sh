@@ -5,6 +5,8 @@
 # Each part generates its data on the machine (hipnode synth, one process per core, one thread each:
 # numpy/OpenCV threads oversubscribe 16 cores 6x otherwise), then trains its models side by side on
 # the one GPU under a wall-clock budget (--max-minutes) and exports ONNX + manifest to $OUT/<name>.
+# CALL_SECONDS=N (optional) sizes the training budget to what is left of an N-second call after the
+# data is written (less 110 s for loading the samples and exporting), instead of the fixed minutes.
 # Time-budgeted runs are not bit-reproducible: the committed segment and hip_fine runs shared the
 # machine with two candidates that were not kept (hip-fine base 20, segment 384 px) and reached
 # 93 and 127 epochs; landmarks and landmarks_fine reached 98 and 52 (see each manifest's run).
@@ -22,6 +24,9 @@ for i in $(seq 1 $procs); do
     --labels models/synth/pelvic_ref/Pelvic-Ref-001 --labels models/synth/pelvic_ref/Pelvic-Ref-004 &
 done
 wait
+echo "data written after ${SECONDS} s" >&2
+if [ -n "${CALL_SECONDS:-}" ]; then minutes=$(python3 -c "print(round(max(1.0, ($CALL_SECONDS - $SECONDS - 110) / 60), 2))"); fi
+echo "training budget ${minutes} min per model" >&2
 for i in $(seq 1 $procs); do for f in $gen/p$i/sample_*; do ln -sf "$f" "$data/g${i}_$(basename "$f")"; done; done
 n=$(ls $data/*.npz | wc -l)
 echo "{\"format\": \"hipnode-train/1\", \"samples\": $n, \"source\": \"hipnode synth --dataset --size 2500 --samples $per, seeds 1001-$((1000 + procs)), labels Pelvic-Ref-001 and Pelvic-Ref-004, merged (prefix gN_ = seed 1000+N)\", \"seed\": 1001}" > $data/dataset.json
