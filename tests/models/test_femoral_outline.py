@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from models.algorithms.exposed_field import ExposedField
 from models.algorithms.femoral_outline import (
     SHAFT_END_CLEARANCE_MM,
     SHAFT_LEVEL_SPACING_MM,
@@ -162,3 +163,25 @@ def test_the_shaft_axis_leaves_out_sections_the_film_edge_cuts() -> None:
     origin, direction = shaft_axis(femur_mm, head, cranial, film_mm=(0.0, 200.0, -np.inf, np.inf))
     assert np.degrees(np.arccos(abs(leaning @ axis[1]))) > 1.5
     assert np.degrees(np.arccos(abs(direction @ axis[1]))) < 0.5 and _off_centre_line(origin, axis) < 0.5
+
+
+def test_a_shaft_along_a_shutter_is_cut_at_the_shutters_edge() -> None:
+    """A collimator shutter over the right shaft's lateral half; the mask stops 2 mm under it.
+
+    Segmentation 0.5.0 stops near a shutter instead of carrying the femur on. Cut
+    only at the film's edge, the visible part's middle (column 215.5) lay inside
+    the field and the distal point was invented; cut at the shutter, the middle is
+    the medial cortex less the other femur's width (column 200, the true midline),
+    under the shutter: out of field.
+    """
+    masks, truth, rotation = _hips()
+    shutter_col = 205
+    masks["femur_right"][:, : shutter_col - 4] = False
+    field = ExposedField(0, ROWS, shutter_col, COLS)
+    predicted = _predicted(truth, rotation, offset_px=(12.0, 0.0))
+    film_only = snap_to_femoral_outline(predicted, masks, SPACING)
+    assert film_only["femoral_shaft_distal_right"] is not None  # the old rule: an invented point
+    snapped = snap_to_femoral_outline(predicted, masks, SPACING, field)
+    assert snapped["femoral_shaft_distal_right"] is None
+    assert snapped["femoral_shaft_proximal_right"][0] == pytest.approx(SHAFT_MIDLINE, abs=1.0)
+    assert snapped["femoral_shaft_distal_left"] is not None  # the other side is whole
