@@ -241,11 +241,11 @@ def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mappin
         return out
     film = ExposedField.whole(shape)
     exposed = field or film
-    # Sections are cut where the exposed field ends, at the film's edge or a shutter's. Segmentation 0.3.0
-    # carried the femur on under shutters, and for it cutting only at the film's edge was better (session 10:
-    # femoral offset 1.45/1.62 vs 1.57/1.90 mm at 512 px); 0.5.0 (384 px) stops nearer the shutter, so a shaft
-    # running along one kept its middle inside the field: 17 invented points on the 512 px held-out set, 7 with
-    # the cut at the shutter (full size 6 -> 3; femoral offset 1.61/2.52 -> 1.46/2.49 mm; session 14).
+    # Sections are cut where the exposed field ends, at the film's edge or a shutter's: what a network draws
+    # under a shutter is a guess. Segmentation 0.3.0 carries the femur on under shutters (cutting only at the
+    # film's edge was better for it in session 10; with the session-14 fine landmarks the two are within noise);
+    # a 384 px candidate stopped at the shutter, and a shaft running along one kept its middle inside the field:
+    # 17 invented points on the 512 px held-out set with the film's edge, 7 with the shutter's (session 14).
     film_mm = _box_mm(exposed, spacing_xy)
     for side in SIDES:
         femur, centre = masks.get(f"femur_{side}"), landmarks.get(f"femoral_head_centre_{side}")

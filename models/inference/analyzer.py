@@ -65,9 +65,9 @@ hips; held-out Pelvic-Ref-002 at 0.15-0.7 mm pixels, 160 hips). Below it the
 implant mask is cleared, and the content check does not count it as a hip: a
 crude chest-like film gave 0.4-0.5% of spurious implant. (Weights 0.2.0 needed
 0.5%: they put 2.5% on the smallest implant; 3.2% missed 2 of 21 held-out implants.)
-Segmentation 0.5.0 (384 px): the largest implant piece covered at least 1.75%
-on implanted sides (61 hips: held-out at full size and 512 px, training
-anatomies), native sides had none, native heads at least 0.91%.
+Since session 14 a side's implant area is its largest connected piece
+(:func:`_implant_fractions`): with 0.3.0 at least 2.0% on the 61 implanted
+sides of the session-14 sets, 0.36% on the crude chest film.
 """
 
 
@@ -194,9 +194,10 @@ def _implant_fractions(seg: SegmentationOutput) -> dict[str, float]:
     A hip implant is one solid piece in projection (the head sits in the cup
     and carries the stem), so only its largest 8-connected component counts.
     Bright thin structures a model mistakes for metal come in many small
-    pieces: segmentation 0.5.0 marks 1.7% of the test suite's crude chest
-    film "implant" in 11 rib segments, largest 0.28%, while the smallest real
-    implant on 61 held-out and training-anatomy sides was one piece of 1.75%.
+    pieces: a 384 px segmentation candidate (session 14) marked 1.7% of the
+    test suite's crude chest film "implant" in 11 rib segments, largest 0.28%,
+    while the smallest real implant it saw on 61 held-out and training-anatomy
+    sides was one piece of 1.75%.
     """
     rows, cols = seg.transform.content_shape
     fractions = {}

@@ -141,10 +141,10 @@ def test_content_check_with_a_lying_header(tmp_path: Path, case: str):
     toy models: it is their behaviour that matters. The chest-like image is crude:
     0.1.0 found 3.1% pelvis in it (threshold 4%); 0.2.0 found 14.7% pelvis but no
     femoral head or implant; 0.3.0 finds 36% pelvis, no femoral head and 0.4-0.5%
-    implant per side, under the 1% from which a side counts as operated; 0.5.0
-    (384 px) marks 1.7% and 1.0% "implant", but in 7-11 rib segments whose
-    largest is 0.28%, and only an implant's largest piece counts now (real
-    implants: one piece, at least 1.75%). The margins are thin, and this test
+    implant per side, under the 1% from which a side counts as operated; a
+    384 px candidate (session 14) marked 1.7% and 1.0% "implant", but in 7-11
+    rib segments whose largest is 0.28%, and only an implant's largest piece
+    counts now (real implants: one piece, at least 1.75% with that model). The margins are thin, and this test
     says so if a retrained model moves them. White noise is refused before the
     model (no spatial structure).
     """

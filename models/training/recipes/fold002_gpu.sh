@@ -9,15 +9,17 @@
 # data is written (less 110 s for loading the samples and exporting), instead of the fixed minutes.
 #
 # What the committed weights came from (each manifest's training.run has the epochs and losses):
-#   segment 0.5.0-fold002         part segment-384 (session 14: 7.4 min alone on the GPU, 93 epochs)
 #   landmarks_fine 0.5.0-fold002  part landmarks (session 14: CALL_SECONDS=580, 6.35 min, 42 epochs)
+#   segment 0.3.0-fold002,
 #   landmarks 0.3.0-fold002,
-#   hip_fine 0.4.0-fold002        session 6, on the generator of that day (352 and 504 samples, 4.5 min,
-#                                 98 and 127 epochs). Session 14 retrained both on the current
-#                                 generator (landmarks 0.4.0: 85 epochs; hip-fine: 161) and kept
-#                                 neither: the hip-fine scored a worse joint-space width on held-out
-#                                 anatomy (0.46 against 0.34 mm MAE), the coarse landmarks changed
-#                                 nothing measurable once the fine stage re-reads them (docs/models.md).
+#   hip_fine 0.4.0-fold002        session 6, on the generator of that day (504, 352, 504 samples,
+#                                 4.5 min: 93, 98, 127 epochs). Session 14 retrained all three on the
+#                                 current generator and kept none (docs/models.md, session 14): the
+#                                 384 px segment (part segment-384, 7.4 min alone, 93 epochs; its
+#                                 manifest and tables in models/weights/hip_fine/candidates/) made
+#                                 alignment's tuned 'ours' worse; the hip-fine gave a worse joint-space
+#                                 width held out (0.47 against 0.34 mm MAE); the coarse landmarks
+#                                 changed nothing measurable once the fine stage re-reads them.
 # Time-budgeted runs are not bit-reproducible.
 set -eu
 part=${1:-coarse-seg+hip}
