@@ -12,6 +12,7 @@ from models.inference.analyzer import (
     decide_landmarks,
     header_problem,
     measure,
+    operated_sides,
     pixel_problem,
 )
 from models.inference.landmarks import LandmarkOutput
@@ -69,6 +70,23 @@ def test_content_needs_a_pelvis_and_a_hip():
     assert content_problem(_seg({"pelvis": _box(5, 40, 5, 60), "femoral_head_left": _box(40, 46, 40, 46)})) is None
     assert content_problem(_seg({"pelvis": _box(5, 40, 5, 60), "implant_right": _box(40, 50, 10, 16)})) is None
     assert "implausible" in content_problem(_seg({"pelvis": _box(0, 64, 0, 64)}))
+
+
+def test_an_implant_counts_by_its_largest_piece():
+    """Thin bright structures mistaken for metal come in many pieces; an implant is one.
+
+    12 separate 1 x 4 strips cover 1.2% of the image (over the 1% that calls a side
+    operated) but none alone does: no implant. One 6 x 6 block (0.9%) plus the strips:
+    still none. One 10 x 8 block (2%): operated.
+    """
+    pelvis = _box(5, 40, 5, 60)
+    strips = np.zeros((64, 64), np.float32)
+    for k in range(12):
+        strips[4 + 5 * k, 2:6] = 1.0
+    assert "femoral head" in content_problem(_seg({"pelvis": pelvis, "implant_right": strips}))
+    assert operated_sides(_seg({"pelvis": pelvis, "implant_right": strips}))["right"] is False
+    assert operated_sides(_seg({"pelvis": pelvis, "implant_right": np.maximum(strips, _box(40, 46, 40, 46))}))["right"] is False
+    assert operated_sides(_seg({"pelvis": pelvis, "implant_right": np.maximum(strips, _box(40, 50, 10, 18))}))["right"] is True
 
 
 def _landmarks(presence: float = 0.9) -> LandmarkOutput:
