@@ -18,6 +18,7 @@ import numpy as np
 from models.algorithms.exposed_field import ExposedField
 from models.algorithms.geometry import pelvic_frame, sector_mask
 from models.algorithms.measurements import compute_measurements
+from models.algorithms.pelvic_extremes import extreme_points
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS, SIDES
 from models.synth.anatomy import MU_FAT, MU_MUSCLE, Anatomy
 from models.synth.deform import Deformation, identity, sample_deformation
@@ -284,23 +285,6 @@ def _pick(points_px: np.ndarray, direction: np.ndarray) -> np.ndarray:
     return points_px[int(np.argmax(points_px @ direction))]
 
 
-FLAT_FACE_MM = 1.0
-"""Projected candidates within this distance (anatomical mm) of the extreme are averaged by
-:func:`_pick_face`: the tolerance the analysis reads extremes with (``pelvic_extremes``)."""
-
-
-def _pick_face(points_px: np.ndarray, direction: np.ndarray, tolerance_px: float) -> np.ndarray:
-    """The mean of the ``points_px`` within ``tolerance_px`` of their extreme along ``direction``.
-
-    The lesser trochanter's medial face is nearly flat: its single most medial
-    point slid up to 6 mm along the face when the direction turned by 1.5 deg,
-    and along the face is leg length. The mean of the points near the extreme
-    moves with the face's curvature only (under 1 mm).
-    """
-    along = points_px @ direction
-    return points_px[along >= along.max() - tolerance_px].mean(0)
-
-
 def _inside(p: np.ndarray, geom: Geometry) -> bool:
     return bool(0 <= p[0] <= geom.cols - 1 and 0 <= p[1] <= geom.rows - 1)
 
@@ -409,6 +393,7 @@ def _landmarks(
     def proj(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
         return geom.project(apply(matrix, patient.deform(pts)))
 
+    mm_per_px = np.full(2, geom.pitch_mm / geom.magnification)  # anatomical mm at the isocentre
     anchor_px = proj(world_from_anat, anatomy.anchor_mm[None])[0]
     caudal = proj(world_from_anat, (anatomy.anchor_mm - [0, 0, 50.0])[None])[0] - anchor_px
     caudal /= np.linalg.norm(caudal)
@@ -433,8 +418,10 @@ def _landmarks(
             kept = (rel @ geo.neck_cut_normal <= -geo.neck_cut_offset_mm - 1.0) | (np.linalg.norm(rel, axis=1) >= geo.neck_cut_offset_mm + 26.0)
             trochanter = trochanter[kept] if kept.any() else trochanter
         out[f"greater_trochanter_{s}"] = tuple(_pick(proj(fm, trochanter), vertical))
-        face_px = FLAT_FACE_MM * geom.magnification / geom.pitch_mm
-        out[f"lesser_trochanter_{s}"] = tuple(_pick_face(proj(fm, cand[f"lesser_trochanter_{s}"]), medial, face_px))
+        # the medial face is nearly flat: its single extreme slides along it (leg length) when the
+        # direction turns a degree; the mean of the points near the extreme, as the analysis reads extremes
+        near_extreme = extreme_points(proj(fm, cand[f"lesser_trochanter_{s}"]), medial, mm_per_px)
+        out[f"lesser_trochanter_{s}"] = tuple(near_extreme.mean(0))
         out[f"femoral_shaft_proximal_{s}"] = tuple(proj(fm, geo.shaft_proximal[None])[0])
         out[f"femoral_shaft_distal_{s}"] = _shaft_distal(proj(fm, np.linspace(geo.shaft_proximal, geo.shaft_distal, 61)), geom, field)
         edge = proj(world_from_anat, cand[f"acetabular_lateral_edge_{s}"])
