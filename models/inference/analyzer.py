@@ -13,7 +13,7 @@ header still fails. A not-analysable result has no landmarks at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -199,20 +199,21 @@ def _implant_fractions(seg: SegmentationOutput) -> dict[str, float]:
     while the smallest real implant it saw on 61 held-out and training-anatomy
     sides was one piece of 1.75%.
     """
-    rows, cols = seg.transform.content_shape
-    fractions = {}
-    for side in SIDES:
-        mask = (seg.work_map(f"implant_{side}")[:rows, :cols] > 0.5).astype(np.uint8)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        fractions[side] = float(stats[1:, cv2.CC_STAT_AREA].max()) / float(rows * cols) if count > 1 else 0.0
-    return fractions
+    return _side_fractions(seg, "implant", _largest_piece_area)
 
 
-def _side_fractions(seg: SegmentationOutput, segment: str) -> dict[str, float]:
-    """Per side: the fraction of the image content the side's ``segment`` covers."""
+def _largest_piece_area(mask: np.ndarray) -> float:
+    """Pixel count of the largest 8-connected component of ``mask`` (0 when empty)."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return float(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0.0
+
+
+def _side_fractions(seg: SegmentationOutput, segment: str,
+                    area_of: Callable[[np.ndarray], float] = np.count_nonzero) -> dict[str, float]:
+    """Per side: the fraction of the image content the side's ``segment`` covers (``area_of`` its mask)."""
     rows, cols = seg.transform.content_shape
     area = float(rows * cols)
-    return {side: float((seg.work_map(f"{segment}_{side}")[:rows, :cols] > 0.5).sum()) / area for side in SIDES}
+    return {side: float(area_of(seg.work_map(f"{segment}_{side}")[:rows, :cols] > 0.5)) / area for side in SIDES}
 
 
 def structures_present(seg: SegmentationOutput) -> dict[str, dict[str, bool]]:

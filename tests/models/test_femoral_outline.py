@@ -168,9 +168,10 @@ def test_the_shaft_axis_leaves_out_sections_the_film_edge_cuts() -> None:
 def test_a_shaft_along_a_shutter_is_cut_at_the_shutters_edge() -> None:
     """A collimator shutter over the right shaft's lateral half; the mask stops 2 mm under it.
 
-    Segmentation 0.5.0 stops near a shutter instead of carrying the femur on. Cut
-    only at the film's edge, the visible part's middle (column 215.5) lay inside
-    the field and the distal point was invented; cut at the shutter, the middle is
+    A 384 px segmentation candidate (session 14) stopped near a shutter instead of
+    carrying the femur on, as this mask does. Cut only at the film's edge, the
+    visible part's middle (column 215.5) lay inside the field and the distal
+    point was invented; cut at the shutter, the middle is
     the medial cortex less the other femur's width (column 200, the true midline),
     under the shutter: out of field.
     """
