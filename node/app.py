@@ -94,13 +94,18 @@ class Node:
             self.completion.start()
         on_stored = self.completion.on_instance_stored if self.completion is not None else None
         self.ingestor = Ingestor(self.filestore, self.session_factory, on_stored=on_stored)
-        if settings.receiver_processes > 1:
+        if settings.receiver_process_count > 1:
             from node.network.receivers import ReceiverPool
 
             # Before the main SCP listens: once the node answers, every receiver shares the port.
             self.receivers = ReceiverPool(settings, on_stored)
-            self.receivers.start(settings.receiver_processes - 1)
-        self.ae, self.server = start_scp(settings, self.ingestor)
+            self.receivers.start(settings.receiver_process_count - 1)
+        shared_count = None
+        if self.receivers is not None:
+            from node.network.association_limit import SharedAssociationCount
+
+            shared_count = SharedAssociationCount(self.receivers.association_counts, 0)
+        self.ae, self.server = start_scp(settings, self.ingestor, shared_count)
         self.sender = _optional_service("node.sender.service", "OutboxSender", settings, self.session_factory)
         if self.sender is not None:
             self.sender.start()
@@ -110,7 +115,7 @@ class Node:
             "ae_title": settings.ae_title, "bind": settings.bind_address, "port": self.port,
             "tls": settings.tls.enabled, "allowed_calling_aets": ",".join(settings.allowed_calling_aets) or "*",
             "max_associations": settings.maximum_associations,
-            "receiver_processes": settings.receiver_processes,
+            "receiver_processes": settings.receiver_process_count,
             "completion": self.completion is not None, "sender": self.sender is not None,
             "workers": settings.workers,
         })

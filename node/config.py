@@ -13,7 +13,7 @@ from contextvars import ContextVar
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+MAX_AUTO_RECEIVERS = 4  # beyond this the disk's fsyncs and SQLite's one writer are the limit, not the GIL
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control
 
 
@@ -110,8 +111,11 @@ class Settings(BaseSettings):
     require_called_aet: bool = True
     maximum_associations: int = Field(16, ge=1)
     maximum_pdu_size: int = Field(0, ge=0, description="0 = unlimited; large PDUs are much faster")
-    receiver_processes: int = Field(
-        1, ge=1, le=64, description="processes sharing the port (SO_REUSEPORT) to receive C-STOREs"
+    receiver_processes: int | Literal["auto"] = Field(
+        "auto",
+        description="processes sharing the port (SO_REUSEPORT) to receive C-STOREs; 'auto': one "
+        f"per usable CPU core, at most {MAX_AUTO_RECEIVERS} (one Python process, bound by the GIL, "
+        "cannot keep up with several parallel senders)",
     )
     storage_dir: Path = Path("./hipnode-data")
     database_url: str | None = Field(None, description="default: sqlite file in storage_dir")
@@ -137,6 +141,20 @@ class Settings(BaseSettings):
     @classmethod
     def _check_allow_list(cls, value: list[str]) -> list[str]:
         return [_check_ae(v) for v in value]
+
+    @field_validator("receiver_processes")
+    @classmethod
+    def _check_receiver_processes(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("must be 'auto' or a whole number from 1 to 64")
+        return value
+
+    @property
+    def receiver_process_count(self) -> int:
+        """How many processes receive C-STOREs, with ``"auto"`` resolved for this machine."""
+        if self.receiver_processes == "auto":
+            return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_RECEIVERS))
+        return self.receiver_processes
 
     @property
     def effective_database_url(self) -> str:

@@ -11,6 +11,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import Settings, TlsSettings
+from node.network.association_limit import NodeWideLimitAE, SharedAssociationCount
 from node.network.contexts import STORAGE_CONTEXTS
 from node.network.fast_receive import stream_data_sets_to_file
 from node.network.ingest import Ingestor
@@ -52,9 +53,14 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext | None:
     return context
 
 
-def build_ae(settings: Settings) -> AE:
-    """The SCP's AE: contexts, AE-title checks, association limit, PDU size, timeouts."""
-    ae = AE(ae_title=settings.ae_title)
+def build_ae(settings: Settings, shared_count: SharedAssociationCount | None = None) -> AE:
+    """The SCP's AE: contexts, AE-title checks, association limit, PDU size, timeouts.
+
+    ``shared_count``: with several receiver processes, the limit is the node's
+    total, not each process's.
+    """
+    ae = NodeWideLimitAE(ae_title=settings.ae_title)
+    ae.shared_count = shared_count
     ae.maximum_pdu_size = settings.maximum_pdu_size
     ae.maximum_associations = settings.maximum_associations
     ae.require_called_aet = settings.require_called_aet
@@ -69,11 +75,14 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
-def start_scp(settings: Settings, ingestor: Ingestor) -> tuple[AE, ThreadedAssociationServer]:
+def start_scp(
+    settings: Settings, ingestor: Ingestor, shared_count: SharedAssociationCount | None = None
+) -> tuple[AE, ThreadedAssociationServer]:
     """Start listening (non-blocking); returns the AE and its server.
 
-    With ``settings.receiver_processes > 1`` the socket is bound with
-    SO_REUSEPORT so the other receiver processes can share the port.
+    With ``settings.receiver_process_count > 1`` the socket is bound with
+    SO_REUSEPORT so the other receiver processes can share the port, and
+    ``shared_count`` keeps ``maximum_associations`` a limit for the whole node.
     """
     use_receive_buffers(ingestor.filestore)
     use_large_socket_reads()
@@ -81,8 +90,8 @@ def start_scp(settings: Settings, ingestor: Ingestor) -> tuple[AE, ThreadedAssoc
     wake_acceptor_reactors_on_messages()
     wake_dul_reactors_on_io()
     allow_port_sharing()
-    ae = build_ae(settings)
-    ae.share_port = settings.receiver_processes > 1  # type: ignore[attr-defined]
+    ae = build_ae(settings, shared_count)
+    ae.share_port = settings.receiver_process_count > 1  # type: ignore[attr-defined]
     assoc_log = AssociationLog()
     handlers = [
         (evt.EVT_C_ECHO, handle_echo),
@@ -93,6 +102,11 @@ def start_scp(settings: Settings, ingestor: Ingestor) -> tuple[AE, ThreadedAssoc
         (evt.EVT_ABORTED, assoc_log.on_outcome),
         (evt.EVT_CONN_CLOSE, assoc_log.on_close),
     ]
+    if shared_count is not None:
+        handlers += [
+            (evt.EVT_CONN_OPEN, shared_count.on_open),
+            (evt.EVT_CONN_CLOSE, shared_count.on_close),
+        ]
     server = ae.start_server(
         (settings.bind_address, settings.port),
         block=False,

@@ -1,6 +1,7 @@
 """Extra receiver processes: more C-STORE throughput than one Python process (GIL) gives.
 
-The node's main process runs one SCP; with ``receiver_processes = N`` it also
+The node's main process runs one SCP; with ``receiver_processes = N`` (default
+``"auto"``: one per usable core, at most 4) it also
 spawns N-1 processes that bind the same port with SO_REUSEPORT and run only the
 SCP and the ingest path (same file store, same catalogue). Each stored instance
 is reported back over a queue so the main process's completion service hears
@@ -41,6 +42,8 @@ def _receiver_main(
     notify: Any,
     ready: Any,
     stop: Any,
+    association_counts: Any,
+    index: int,
 ) -> None:
     """Entry point of one extra receiver process."""
     _die_with_parent()
@@ -48,6 +51,7 @@ def _receiver_main(
     from node.config import Settings
     from node.logging_setup import configure_logging
     from node.network.ae import start_scp
+    from node.network.association_limit import SharedAssociationCount
     from node.network.ingest import Ingestor
     from storage import catalogue
     from storage.db import make_engine, make_session_factory
@@ -65,7 +69,7 @@ def _receiver_main(
         notify.put((study_uid, expected_view))
 
     ingestor = Ingestor(filestore, session_factory, on_stored=on_stored)
-    _ae, server = start_scp(settings, ingestor)
+    _ae, server = start_scp(settings, ingestor, SharedAssociationCount(association_counts, index))
     # The handler only flips a flag: touching the multiprocessing Event from a signal
     # handler while the main thread waits on it deadlocks (its lock is not reentrant).
     terminated = False
@@ -92,12 +96,16 @@ class ReceiverPool:
         self._notify = self._context.Queue()
         self._stop = self._context.Event()
         self._processes: list[SpawnProcess] = []
+        # Open connections per process (slot 0: the main process), for the node-wide limit.
+        self.association_counts = self._context.RawArray("i", settings.receiver_process_count)
         self._relay: threading.Thread | None = None
 
     def start(self, count: int, timeout: float = 60.0) -> None:
         root = logging.getLogger()
         json_lines = any(type(h.formatter).__name__ == "JsonFormatter" for h in root.handlers)
         data = self.settings.model_dump(mode="json")
+        # The children share the port whatever "auto" would resolve to in them.
+        data["receiver_processes"] = self.settings.receiver_process_count
         readies = []
         for index in range(count):
             ready = self._context.Event()
@@ -112,6 +120,8 @@ class ReceiverPool:
                     self._notify,
                     ready,
                     self._stop,
+                    self.association_counts,
+                    index + 1,
                 ),
             )
             process.start()

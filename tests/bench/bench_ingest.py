@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +122,12 @@ class Target:
     """A receiver process started fresh (empty storage) for each run."""
 
     def __init__(
-        self, kind: str, workdir: Path, env: dict[str, str], extra: list[str], receivers: int = 1
+        self,
+        kind: str,
+        workdir: Path,
+        env: dict[str, str],
+        extra: list[str],
+        receivers: str = "auto",
     ) -> None:
         self.kind, self.workdir, self.env, self.extra = kind, workdir, env, extra
         self.receivers = receivers
@@ -217,8 +221,8 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / _CLOCK_TICK
 
 
-def process_tree_cpu_seconds(root_pid: int) -> float:
-    """User + system CPU of ``root_pid`` and its live descendants (the node's receivers)."""
+def _process_table() -> tuple[dict[int, int], dict[int, float]]:
+    """Every live process's parent and CPU seconds (user + system), from /proc."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -231,12 +235,24 @@ def process_tree_cpu_seconds(root_pid: int) -> float:
         fields = stat.rsplit(")", 1)[1].split()
         parents[int(entry.name)] = int(fields[1])
         times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
-    total, todo = 0.0, [root_pid]
+    return parents, times
+
+
+def process_tree_pids(root_pid: int) -> list[int]:
+    """``root_pid`` and its live descendants (the node's receiver processes)."""
+    parents, _ = _process_table()
+    pids, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
-        total += times.get(pid, 0.0)
+        pids.append(pid)
         todo.extend(child for child, parent in parents.items() if parent == pid)
-    return total
+    return pids
+
+
+def process_tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of ``root_pid`` and its live descendants."""
+    _, times = _process_table()
+    return sum(times.get(pid, 0.0) for pid in process_tree_pids(root_pid))
 
 
 def throughput(target: Target, files: list[Path], senders: int, env: dict[str, str]) -> Run:
@@ -252,8 +268,23 @@ def throughput(target: Target, files: list[Path], senders: int, env: dict[str, s
     finally:
         target.stop()
     megabytes = sum(p.stat().st_size for p in files) / 1e6
-    label = f"node/r{target.receivers}" if is_node else target.kind
+    label = (
+        (f"node/{target.receivers}" if target.receivers == "auto" else f"node/r{target.receivers}")
+        if is_node
+        else target.kind
+    )
     return Run(label, senders, len(files), megabytes, seconds, failures, busy, tree)
+
+
+def _status_mb(pid: int, field: str) -> float:
+    """One ``/proc/PID/status`` field (kB) in MB; 0 once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
 
 
 def peak_rss(
@@ -263,42 +294,26 @@ def peak_rss(
     large_mb: float,
     count: int,
     senders: int,
-) -> tuple[float, float, int]:
-    """Node's RSS before and its peak (VmHWM, MB) while receiving ``count`` large images."""
+    receivers: str = "auto",
+) -> tuple[float, float, int, int]:
+    """The node's RSS, all its processes together: (idle MB, peak MB, failed senders, processes).
+
+    The peak is the sum of each process's own high-water mark (VmHWM), an upper
+    bound of the total at any one moment.
+    """
     files = make_images(workdir / "large", count, large_mb, "L")
-    target = Target("node", workdir, env, node_args)
+    target = Target("node", workdir, env, node_args, receivers=receivers)
     target.start()
     assert target.proc is not None
-    status = Path(f"/proc/{target.proc.pid}/status")
-
-    def read_kb(field: str) -> int:
-        for line in status.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        return 0
-
-    idle = read_kb("VmRSS") / 1024
-    peak = [0.0]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            try:
-                peak[0] = max(peak[0], read_kb("VmRSS") / 1024, read_kb("VmHWM") / 1024)
-            except (OSError, ValueError):
-                return
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    pids = process_tree_pids(target.proc.pid)
+    idle = sum(_status_mb(pid, "VmRSS") for pid in pids)
     try:
         _, failures = send(target.port, "HIPNODE", files, senders, env)
+        peak = sum(_status_mb(pid, "VmHWM") for pid in pids)
     finally:
-        stop.set()
-        sampler.join()
         target.stop()
         shutil.rmtree(workdir / "large", ignore_errors=True)
-    return idle, peak[0], failures
+    return idle, peak, failures, len(pids)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +327,12 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _receivers(text: str) -> str:
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be 'auto' or at least 1, got {text!r}")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -335,10 +356,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--receivers",
-        type=int,
+        type=_receivers,
         nargs="+",
-        default=[1, 2],
-        help="node receiver_processes settings to measure",
+        default=["auto", "1"],
+        help="node receiver_processes settings to measure ('auto' is the node's default)",
     )
     parser.add_argument(
         "--repeat",
@@ -412,10 +433,14 @@ def run(args: argparse.Namespace) -> int:
             for line in summarize(runs, senders):
                 print(f"  {line}")
         if not args.skip_rss:
-            idle, peak, failures = peak_rss(workdir, env, [], args.large_mb, args.large_count, 2)
+            idle, peak, failures, processes = peak_rss(
+                workdir, env, [], args.large_mb, args.large_count, 2, args.receivers[0]
+            )
             print(
-                f"  peak RSS receiving {args.large_count} x {args.large_mb:g} MB from 2 senders: "
-                f"{peak:.0f} MB (idle {idle:.0f} MB, failed senders {failures}; target <= 300 MB)"
+                f"  peak RSS receiving {args.large_count} x {args.large_mb:g} MB from 2 senders, "
+                f"receiver_processes={args.receivers[0]}: {peak:.0f} MB summed over the node's "
+                f"{processes} processes (idle {idle:.0f} MB, failed senders {failures}; "
+                "target <= 300 MB)"
             )
         print(f"load average at end {os.getloadavg()}")
     finally:

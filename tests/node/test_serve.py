@@ -14,6 +14,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from node.config import MAX_AUTO_RECEIVERS, Settings
 from tests.conftest import (
     NO_WORKERS,
     REPO_ROOT,
@@ -99,6 +100,24 @@ def test_association_limit(start_node) -> None:  # type: ignore[no-untyped-def]
         assert over.returncode != 0 and "Local Limit Exceeded" in over.stdout + over.stderr
     finally:
         held.release()
+    wait_for(lambda: echoscu(node).returncode == 0, timeout=20, msg="a free association slot")
+
+
+def test_association_limit_holds_for_the_whole_node_across_receiver_processes(start_node) -> None:  # type: ignore[no-untyped-def]
+    node = start_node(env=NO_WORKERS, config={"maximum_associations": 2, "receiver_processes": 2})
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(Verification)
+    held = [ae.associate("127.0.0.1", node.port, ae_title=node.ae_title) for _ in range(2)]
+    try:
+        assert all(a.is_established for a in held)
+        # The kernel spreads connections over both processes by address hash: counted per
+        # process, some of these would land on a process holding fewer than 2 and pass.
+        for _ in range(6):
+            over = echoscu(node)
+            assert over.returncode != 0 and "Local Limit Exceeded" in over.stdout + over.stderr
+    finally:
+        for a in held:
+            a.release()
     wait_for(lambda: echoscu(node).returncode == 0, timeout=20, msg="a free association slot")
 
 
@@ -235,8 +254,19 @@ def test_tls_with_client_certificates(start_node, tmp_path: Path) -> None:  # ty
 
 def test_sigterm_stops_cleanly(start_node) -> None:  # type: ignore[no-untyped-def]
     node = start_node(env=NO_WORKERS)
+    # The default receives on one process per usable core (at most 4).
+    expected = min(len(os.sched_getaffinity(0)), MAX_AUTO_RECEIVERS)
+    assert f"receiver_processes={expected}" in node.log()
     assert node.stop() == 0
     assert "node stopped" in node.log()
+
+
+def test_receiver_processes_auto_resolves_to_the_usable_cores() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert Settings().receiver_processes == "auto"
+    assert Settings().receiver_process_count == min(cores, MAX_AUTO_RECEIVERS)
+    assert Settings(receiver_processes=3).receiver_process_count == 3
+    assert Settings(receiver_processes="2").receiver_process_count == 2  # an environment value
 
 
 def test_config_show_reflects_file_env_and_defaults(tmp_path: Path) -> None:
@@ -275,6 +305,8 @@ def test_config_show_reflects_file_env_and_defaults(tmp_path: Path) -> None:
         ("[tls]\nenabled = true\n", "tls"),
         ("[completion]\nquiet_seconds = -1\n", "completion.quiet_seconds"),
         ("prot = 11112\n", "prot"),
+        ("receiver_processes = 0\n", "receiver_processes"),
+        ('receiver_processes = "many"\n', "receiver_processes"),
     ],
 )
 def test_bad_config_fails_at_start_naming_the_field(
