@@ -44,6 +44,8 @@ BONE_VOXEL_MM = 1.25
 SOFT_VOXEL_MM = 3.0
 
 LABEL_PELVIS, LABEL_FEMUR, LABEL_SACRUM, LABEL_SPINE = 1, 2, 3, 4
+ROOF_DEPTH_MM = 8.0  # the acetabular roof: hip bone this far beyond the head sphere ...
+ROOF_SLAB_HALF_MM = 4.0  # ... in a coronal slab this thick (either side of the head centre)
 JOINT_SPACE_MM = 5.0  # gap carved between head sphere and acetabulum (cartilage + mask tolerance)
 
 
@@ -410,15 +412,6 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
 
     # Pelvis landmark candidates.
     pelvis_surf = _surface_points(pelvis, volume)
-    for side in ("right", "left"):
-        geo = femur_geo[side]
-        own = _own_side(pelvis_surf, midline_x, side)
-        rel = own - geo.head_centre
-        dist = np.linalg.norm(rel, axis=1)
-        rim = (dist <= geo.head_radius_mm + 7.0) & (rel[:, 2] >= -2.0) & (np.abs(rel[:, 1]) <= 8.0)
-        if rim.sum() < 3:
-            raise VolumeFormatError(f"{volume.name}: no acetabular roof found on the {side}")
-        candidates[f"acetabular_lateral_edge_{side}"] = own[rim]
     gap_x = symphysis_gap_x(pelvis, volume, midline_x)
     for face, sign in (("right", -1.0), ("left", 1.0)):
         own = pelvis_surf[(sign * (pelvis_surf[:, 0] - gap_x) > 0) & (np.abs(pelvis_surf[:, 0] - gap_x) <= SYMPHYSIS_FACE_MM)]
@@ -445,8 +438,14 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
         geo = femur_geo[side]
         rel = pw - geo.head_centre
         d = np.linalg.norm(rel, axis=1)
-        sel = (d - geo.head_radius_mm <= 8.0) & (np.abs(rel[:, 1]) <= 4.0) & (rel[:, 2] >= 0.0)
+        sel = (d - geo.head_radius_mm <= ROOF_DEPTH_MM) & (np.abs(rel[:, 1]) <= ROOF_SLAB_HALF_MM) & (rel[:, 2] >= 0.0)
+        if sel.sum() < 3:
+            raise VolumeFormatError(f"{volume.name}: no acetabular roof found on the {side}")
         roof[tuple(idx[sel].T)] = True
+        # The lateral edge is the lateral end of this roof (the sourcil the film shows), so its
+        # candidates are the roof's own voxels: a wider rim slab (+-8 mm) reached the anterior or
+        # posterior rim, 2.6-3 mm caudal of the sourcil's end on the left hips (docs/synth.md).
+        candidates[f"acetabular_lateral_edge_{side}"] = pw[sel]
     occ_roof = _resample(roof, volume, lo, shape, BONE_VOXEL_MM)
     for side in ("right", "left"):
         geo = femur_geo[side]
@@ -499,7 +498,7 @@ def prepare_anatomy(label_path: str | Path) -> Anatomy:
     return Anatomy(volume.name, pelvis_body, femur_bodies, soft, femur_geo, candidates, ring_points, midline_x, anchor)
 
 
-CACHE_VERSION = 8
+CACHE_VERSION = 9
 
 
 def _cache_file(label_path: Path) -> Path | None:

@@ -10,6 +10,7 @@ through :mod:`models.algorithms.measurements`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -17,8 +18,9 @@ import numpy as np
 
 from models.algorithms.exposed_field import ExposedField
 from models.algorithms.geometry import pelvic_frame, sector_mask
+from models.algorithms.hip_outline import acetabular_lateral_edge
 from models.algorithms.measurements import compute_measurements
-from models.algorithms.pelvic_extremes import extreme_points
+from models.algorithms.pelvic_extremes import caudal_direction, extreme_points, ischial_tuberosity
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS, SIDES
 from models.synth.anatomy import MU_FAT, MU_MUSCLE, Anatomy
 from models.synth.deform import Deformation, identity, sample_deformation
@@ -37,6 +39,7 @@ from models.synth.projection import (
 
 FULL_COLS, FULL_ROWS, FULL_PITCH_MM = 2560, 2048, 0.16  # 410 x 328 mm detector
 OCCUPANCY_MM = 0.3  # a ray "crosses" a structure when its path inside exceeds this
+ROOF_SECTOR_DEG = 60.0  # the acetabular roof segment (and its lateral edge) lie within this angle of the vertical
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,14 @@ def _texture(shape: tuple[int, int], sigma_px: float, rng: np.random.Generator) 
     return band / max(float(band.std()), 1e-6)
 
 
+def _head_centre_px(side: str, anatomy: Anatomy, geom: Geometry, world_from_femur: dict[str, np.ndarray],
+                    hips: dict[str, Hip], proj: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The projected head centre; post-op the prosthetic head's, which sits at the cup centre."""
+    if side in hips:
+        return geom.project(hips[side].cup_centre[None])[0]
+    return proj(world_from_femur[side], anatomy.femur_geometry[side].head_centre[None])[0]
+
+
 def _pick(points_px: np.ndarray, direction: np.ndarray) -> np.ndarray:
     return points_px[int(np.argmax(points_px @ direction))]
 
@@ -347,9 +358,9 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     ermf = geom.magnification
     spacing = (geom.pitch_mm / ermf, geom.pitch_mm / ermf)
     field = exposed_field((geom.rows, geom.cols), proc)
-    landmarks = _landmarks(patient, geom, field, world_from_anat, world_from_femur, hips, phase)
+    landmarks = _landmarks(patient, geom, field, world_from_anat, world_from_femur, hips, phase, masks["pelvis"])
     roof_fine = _mask(occupancy["roof"], grid, geom)
-    _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted)
+    _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted, field)
     # Segments are what is visible: anatomy under the collimator's shutters is out of field.
     if not field.is_whole((geom.rows, geom.cols)):
         masks = {name: field.clip(mask) for name, mask in masks.items()}
@@ -385,6 +396,7 @@ def _landmarks(
     world_from_femur: dict[str, np.ndarray],
     hips: dict[str, Hip],
     phase: str,
+    pelvis_mask: np.ndarray,
 ) -> dict[str, tuple[float, float] | None]:
     anatomy = patient.anatomy
     cand = anatomy.candidates
@@ -398,6 +410,16 @@ def _landmarks(
     caudal = proj(world_from_anat, (anatomy.anchor_mm - [0, 0, 50.0])[None])[0] - anchor_px
     caudal /= np.linalg.norm(caudal)
     it = {s: _pick(proj(world_from_anat, cand[f"ischial_tuberosity_{s}"]), caudal) for s in SIDES}
+    # The 3D candidates say which extreme is meant; the point is the film's silhouette's extreme
+    # there (the projected pelvis segment), caudal being perpendicular to the line through the head
+    # centres, as a reader (and the analysis) reads it. The 3D surface's own extreme lay 0.3-0.5 mm
+    # higher than the silhouette, a different amount on each side: 0.6 mm of leg-length bias.
+    centres = {s: _head_centre_px(s, anatomy, geom, world_from_femur, hips, proj) for s in SIDES}
+    film_caudal = caudal_direction({f"femoral_head_centre_{s}": tuple(c) for s, c in centres.items()})
+    spacing = (float(mm_per_px[1]), float(mm_per_px[0]))
+    for s in SIDES:
+        on_film = ischial_tuberosity(pelvis_mask, (float(it[s][0]), float(it[s][1])), film_caudal, spacing)
+        it[s] = np.asarray(on_film) if on_film is not None else it[s]
     _, horizontal, vertical = pelvic_frame(it["right"], it["left"], (1.0, 1.0))
     for s in SIDES:
         out[f"ischial_tuberosity_{s}"] = tuple(it[s])
@@ -409,9 +431,7 @@ def _landmarks(
         medial = horizontal if s == "right" else -horizontal
         lateral = -medial
         fm = world_from_femur[s]
-        # post-op: the centre of the prosthetic head, which sits at the cup centre
-        centre = geom.project(hips[s].cup_centre[None])[0] if s in hips else proj(fm, geo.head_centre[None])[0]
-        out[f"femoral_head_centre_{s}"] = tuple(centre)
+        out[f"femoral_head_centre_{s}"] = tuple(centres[s])
         trochanter = cand[f"greater_trochanter_{s}"]
         if s in hips:  # only bone that survived the neck resection
             rel = trochanter - geo.head_centre
@@ -427,7 +447,10 @@ def _landmarks(
         edge = proj(world_from_anat, cand[f"acetabular_lateral_edge_{s}"])
         native_centre = proj(world_from_anat, geo.head_centre[None])[0]
         d = edge - native_centre
-        out[f"acetabular_lateral_edge_{s}"] = tuple(edge[int(np.argmax(np.arctan2(d @ lateral, d @ vertical)))])
+        # the roof's point at the most lateral angle, within the sector the roof segment is kept in
+        angle = np.arctan2(d @ lateral, d @ vertical)
+        angle[np.abs(angle) > np.radians(ROOF_SECTOR_DEG)] = -np.inf
+        out[f"acetabular_lateral_edge_{s}"] = tuple(edge[int(np.argmax(angle))])
         if s in hips:
             hip = hips[s]
             rim = geom.project(hip.rim_points(360))
@@ -471,12 +494,18 @@ def _roof_and_joint(
     world_from_anat: np.ndarray,
     world_from_femur: dict[str, np.ndarray],
     implanted: set[str],
+    field: ExposedField,
 ) -> None:
-    """Acetabular roof and joint space in the ±60° sector above each native head (see docs/synth.md)."""
+    """Acetabular roof and joint space in the ±ROOF_SECTOR_DEG sector above each native head (docs/synth.md).
+
+    A native hip's ``acetabular_lateral_edge`` is then re-read off this projected
+    roof: its lateral end seen from the head centre, the sourcil's end a reader marks.
+    """
     it_r, it_l = landmarks["ischial_tuberosity_right"], landmarks["ischial_tuberosity_left"]
     if it_r is None or it_l is None:
         return
-    _, _, vertical = pelvic_frame(it_r, it_l, (1.0, 1.0))
+    _, horizontal, vertical = pelvic_frame(it_r, it_l, (1.0, 1.0))
+    mm_per_px = geom.pitch_mm / geom.magnification
     for side in SIDES:
         centre = landmarks[f"femoral_head_centre_{side}"]
         if side in implanted or centre is None:
@@ -491,7 +520,7 @@ def _roof_and_joint(
         if c1 <= c0 or r1 <= r0:
             continue
         local_centre = (centre[0] - c0, centre[1] - r0)
-        inside, radius = sector_mask((r1 - r0, c1 - c0), local_centre, vertical, 60.0, (1.0, 1.0))
+        inside, radius = sector_mask((r1 - r0, c1 - c0), local_centre, vertical, ROOF_SECTOR_DEG, (1.0, 1.0))
         head = masks[f"femoral_head_{side}"][r0:r1, c0:c1]
         roof = roof_fine[r0:r1, c0:c1] & inside & (radius > r_px) & ~head
         if not roof.any():
@@ -510,6 +539,11 @@ def _roof_and_joint(
         full_joint[r0:r1, c0:c1] = joint
         masks[f"acetabular_roof_{side}"] = full_roof
         masks[f"joint_space_{side}"] = full_joint
+        lateral = -horizontal if side == "right" else horizontal
+        edge = acetabular_lateral_edge(roof, local_centre, r_px * mm_per_px, lateral, vertical, (mm_per_px, mm_per_px))
+        if edge is not None:
+            edge = (edge[0] + c0, edge[1] + r0)
+            landmarks[f"acetabular_lateral_edge_{side}"] = edge if field.contains(edge) else None
 
 
 @dataclass

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -310,15 +311,15 @@ def _caudal_extreme_height_mm(pelvis: np.ndarray, point: tuple[float, float], ca
     return float((offsets[near] @ caudal).max())
 
 
-def test_tuberosities_are_the_rendered_bones_caudal_extremes() -> None:
+def test_tuberosities_are_the_films_caudal_extremes() -> None:
     """The reference line's two points must sit where the film shows the ischium's bottom.
 
-    Both tuberosities are compared with the rendered pelvis mask, which reaches
-    past the point by about the half voxel the rendering adds (0.1-1.4 mm
-    measured at 1000 px). What the leg length feels is the difference between
-    the sides: with candidates from the 3 mm-slice label it averaged 1.1 mm
-    over these five films (right 0.3-1.1, left 1.1-2.3 mm), 0.47 mm with
-    candidates from the rendered bone.
+    Each tuberosity is the mean of the pelvis mask's pixels within 1 mm of its
+    caudal extreme (caudal: perpendicular to the line through the head
+    centres), so the mask reaches about half that tolerance past it on both
+    sides alike. What the leg length feels is the difference between the
+    sides: with the 3D surface's own extreme it was 0.0-0.7 mm over these five
+    films (mean 0.43), about 0.7 mm of leg length at the trochanters' lever.
     """
     from models.algorithms.pelvic_extremes import caudal_direction
     from models.synth.dataset import render_sample
@@ -334,10 +335,10 @@ def test_tuberosities_are_the_rendered_bones_caudal_extremes() -> None:
         heights = {side: _caudal_extreme_height_mm(exam.masks["pelvis"], lm[f"ischial_tuberosity_{side}"], caudal, spacing)
                    for side in ("right", "left")}
         for side, height in heights.items():
-            assert -0.3 <= height <= 1.6, (index, side, heights)
+            assert 0.3 <= height <= 0.8, (index, side, heights)
         differences.append(abs(heights["right"] - heights["left"]))
     assert len(differences) >= 3
-    assert float(np.mean(differences)) <= 0.75, differences
+    assert max(differences) <= 0.15, differences
 
 
 def test_lesser_trochanter_truth_is_stable_when_the_pelvic_horizontal_turns(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -372,3 +373,38 @@ def test_lesser_trochanter_truth_is_stable_when_the_pelvic_horizontal_turns(monk
             if truth is not None:
                 assert _near(exam.masks[f"femur_{side}"], list(truth), 1.5), (index, side)
     assert max(moves) <= 1.0, moves
+
+
+def test_the_analysis_reads_the_true_masks_as_the_truths_centre_edge_angle_and_leg_length(out: Path) -> None:
+    """Landmarks the spec defines on the film's outlines are the truth's outlines' points, so the
+    analysis's outline rules on the *true* masks give the true centre-edge angle and leg length.
+
+    The lateral edge is the lateral end of the roof the film shows (the sourcil); a truth taken
+    from a thicker rim slab sat on the anterior or posterior rim instead, 2.6-3 mm caudal on left
+    hips: 5-8 deg of centre-edge error no model could remove. The tuberosities are the pelvis
+    silhouette's caudal extremes; the 3D surface's own extreme, along the pelvis's own axis, put
+    0.8 mm of leg-length bias (1.4 mm MAE at full size; 0.48 mm on these 384 px films) into the truth.
+    """
+    from models.algorithms.exposed_field import ExposedField
+    from models.inference.analyzer import HipAnalyzer
+
+    rules = HipAnalyzer.__new__(HipAnalyzer)  # the rules only: no model is loaded
+    rules.snap_pelvic_extremes = rules.snap_hip_masks = rules.snap_femoral_outline = True
+    ce_errors, leg_errors = [], []
+    for folder in _pairs(out):
+        for phase in ("pre", "post"):
+            gt, masks, _ = _load(folder, phase)
+            spacing = tuple(gt["pixel_spacing_mm"])
+            read = SimpleNamespace(landmarks=dict(gt["landmarks"]), masks=masks)
+            rules.apply_outline_rules(read, spacing, ExposedField(*gt["image"]["exposed_field_px"]))
+            measured = compute_measurements(read.landmarks, spacing, masks)
+            if gt["measurements"]["leg_length_discrepancy"] is not None:
+                leg_errors.append(abs(measured["leg_length_discrepancy"] - gt["measurements"]["leg_length_discrepancy"]))
+            for side in ("right", "left"):
+                name = f"lateral_centre_edge_angle_{side}"
+                if masks[f"implant_{side}"].any() or gt["measurements"][name] is None:
+                    continue
+                ce_errors.append(abs(measured[name] - gt["measurements"][name]))
+    assert len(ce_errors) >= 6 and len(leg_errors) >= 4
+    assert max(ce_errors) < 2.5, ce_errors
+    assert float(np.mean(leg_errors)) < 0.1, leg_errors  # the 3D extreme's truth: 0.48 mm here
