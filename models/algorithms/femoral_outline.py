@@ -12,12 +12,14 @@ position comes from the outline:
   (beyond the head radius plus :data:`TROCHANTER_LATERAL_CLEARANCE_MM`), the
   same region the generator's ground truth is picked from;
 - shaft points: moved across the shaft to the middle of the femur's
-  cross-section perpendicular to the shaft axis; the proximal one at the level
-  the network chose, the distal one :data:`SHAFT_LEVEL_SPACING_MM` further down
-  (or at the lowest level whose midpoint is in the exposed field, when the
-  film or a collimator shutter ends it sooner). The network's own distal
-  level erred by 8 mm on held-out anatomy: a point on a featureless shaft has
-  nothing to anchor it but the distance from above. Where the film's edge
+  cross-section perpendicular to the shaft axis; the proximal one
+  :data:`PROXIMAL_LEVEL_MM` below the lesser trochanter's foot on the axis (the
+  network's own level when there is no trochanter), the distal one
+  :data:`SHAFT_LEVEL_SPACING_MM` further down (or at the lowest level whose
+  midpoint is in the exposed field, when the film or a collimator shutter ends
+  it sooner), in the film's calibrated millimetres as the spec defines them.
+  The network's own distal level erred by 8 mm on held-out anatomy: a point
+  on a featureless shaft has nothing to anchor it but the distance from above. Where the film's edge
   cuts the shaft, the cut cortex is not the cortex: the shaft axis leaves
   such sections out, and a midpoint there is the visible cortex plus half the
   width of whole sections nearby (or of the other femur's shaft).
@@ -47,11 +49,12 @@ TROCHANTER_CRANIAL_REACH_MM = (-35.0, 40.0)
 """Band along the vertical, relative to the head centre, in which the trochanter tip is sought."""
 SHAFT_AXIS_LEVELS_MM = (70.0, 170.0)
 """Distances below the head centre whose cross-section centroids define the shaft axis (the diaphysis)."""
-SHAFT_LEVEL_SPACING_MM = 57.4
-"""The definition's 60 mm between the two shaft levels as it appears on a film: the mean over 39 hips of
-training films (Pelvic-Ref-001/004, sd 4.2 mm; hip flexion foreshortens, depth magnifies)."""
-MIN_DISTAL_DROP_MM = 19.1
-"""The definition's shortest 20 mm between the shaft levels (when the field ends sooner), on the film's scale."""
+PROXIMAL_LEVEL_MM = 20.0
+"""The proximal shaft level: this far below the lesser trochanter's foot on the shaft axis (film mm)."""
+SHAFT_LEVEL_SPACING_MM = 60.0
+"""The distal level lies this much further down (the spec's 80 mm below the lesser trochanter)."""
+MIN_DISTAL_DROP_MM = 20.0
+"""The shortest distance between the shaft levels when the field ends sooner (the generator's rule)."""
 DISTAL_FIELD_MARGIN_MM = 3.5
 """A distal level is visible when its midpoint is this far inside the field (the generator: 1% of the film's
 width, 3.6 mm at every size)."""
@@ -181,6 +184,16 @@ def shaft_midpoint(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray], po
     return origin + level * direction + 0.5 * (low + high) * across
 
 
+def proximal_level(axis: tuple[np.ndarray, np.ndarray], trochanter_mm: np.ndarray) -> np.ndarray:
+    """The point on the shaft axis :data:`PROXIMAL_LEVEL_MM` below the lesser trochanter's foot on it.
+
+    The spec measures both levels from the trochanter on the radiograph; a
+    network's own level on a featureless shaft has nothing to anchor it.
+    """
+    origin, direction = axis
+    return origin + (float((trochanter_mm - origin) @ direction) + PROXIMAL_LEVEL_MM) * direction
+
+
 def distal_shaft_level(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.ndarray], proximal_mm: np.ndarray
                        ) -> np.ndarray:
     """A point on the shaft axis :data:`SHAFT_LEVEL_SPACING_MM` below ``proximal_mm``, or higher if the femur ends."""
@@ -220,8 +233,8 @@ def lowest_visible_midpoint(femur_mm: np.ndarray, axis: tuple[np.ndarray, np.nda
 
 
 def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mapping[str, np.ndarray],
-                            spacing_mm: tuple[float, float], field: ExposedField | None = None
-                            ) -> dict[str, Point | None]:
+                            spacing_mm: tuple[float, float], field: ExposedField | None = None,
+                            cut_field: ExposedField | None = None) -> dict[str, Point | None]:
     """``landmarks`` with each hip's greater trochanter and shaft points moved onto its femur mask.
 
     A point keeps its predicted position when the mask cannot place it (no
@@ -231,6 +244,8 @@ def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mappin
     :data:`MIN_DISTAL_DROP_MM` below the proximal one (:func:`lowest_visible_midpoint`).
     ``field`` is the exposed field (default: the whole film), whose edge cuts
     cross-sections as the film's does; ``masks`` are the network's, not clipped to it.
+    ``cut_field``: where sections are cut, when that is not ``field`` (the
+    generator's true masks go on under a shutter: only the film's edge cuts them).
     """
     out = dict(landmarks)
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
@@ -246,7 +261,7 @@ def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mappin
     # film's edge was better for it in session 10; with the session-14 fine landmarks the two are within noise);
     # a 384 px candidate stopped at the shutter, and a shaft running along one kept its middle inside the field:
     # 17 invented points on the 512 px held-out set with the film's edge, 7 with the shutter's (session 14).
-    film_mm = _box_mm(exposed, spacing_xy)
+    film_mm = _box_mm(cut_field or exposed, spacing_xy)
     for side in SIDES:
         femur, centre = masks.get(f"femur_{side}"), landmarks.get(f"femoral_head_centre_{side}")
         if femur is None or centre is None or np.count_nonzero(femur) < _MIN_FEMUR_PIXELS:
@@ -268,6 +283,8 @@ def snap_to_femoral_outline(landmarks: Mapping[str, Point | None], masks: Mappin
         proximal, distal = landmarks.get(f"femoral_shaft_proximal_{side}"), landmarks.get(f"femoral_shaft_distal_{side}")
         if axis is not None and proximal is not None:
             proximal_mm = np.asarray(proximal, dtype=np.float64) * spacing_xy
+            if (trochanter := landmarks.get(f"lesser_trochanter_{side}")) is not None:
+                proximal_mm = proximal_level(axis, np.asarray(trochanter, dtype=np.float64) * spacing_xy)
             moved[f"femoral_shaft_proximal_{side}"] = shaft_midpoint(femur_mm, axis, proximal_mm, film_mm, other_width)
             if distal is not None:
                 lowest = distal_shaft_level(femur_mm, axis, proximal_mm)

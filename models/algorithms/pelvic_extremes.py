@@ -78,22 +78,29 @@ def extreme_points(points: np.ndarray, direction: np.ndarray, spacing_xy: np.nda
     return points[along >= along.max() - EXTREME_TOLERANCE_MM]
 
 
-def ischial_tuberosity(
-    pelvis: np.ndarray, predicted: Point, caudal: np.ndarray, spacing_mm: tuple[float, float]
+def extreme_near(
+    mask: np.ndarray, predicted: Point, direction: np.ndarray, spacing_mm: tuple[float, float], radius_mm: float
 ) -> Point | None:
-    """Most caudal pelvis pixel within :data:`TUBEROSITY_SEARCH_MM` of ``predicted``."""
+    """Mean of the ``mask`` pixels within ``radius_mm`` of ``predicted`` that lie at their extreme along
+    ``direction`` (within :data:`EXTREME_TOLERANCE_MM`); None when the mask has no pixel there."""
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]], dtype=np.float64)
-    radius_px = TUBEROSITY_SEARCH_MM / spacing_xy
-    window, x0, y0 = crop_around(pelvis, predicted, radius_px)
+    window, x0, y0 = crop_around(mask, predicted, radius_mm / spacing_xy)
     ys, xs = np.nonzero(window)
     if len(xs) == 0:
         return None
     points = np.column_stack([xs + x0, ys + y0]).astype(np.float64)
-    inside = np.linalg.norm((points - predicted) * spacing_xy, axis=1) <= TUBEROSITY_SEARCH_MM
+    inside = np.linalg.norm((points - predicted) * spacing_xy, axis=1) <= radius_mm
     if not inside.any():
         return None
-    chosen = extreme_points(points[inside], caudal, spacing_xy)
+    chosen = extreme_points(points[inside], direction, spacing_xy)
     return float(chosen[:, 0].mean()), float(chosen[:, 1].mean())
+
+
+def ischial_tuberosity(
+    pelvis: np.ndarray, predicted: Point, caudal: np.ndarray, spacing_mm: tuple[float, float]
+) -> Point | None:
+    """Most caudal pelvis pixels within :data:`TUBEROSITY_SEARCH_MM` of ``predicted``."""
+    return extreme_near(pelvis, predicted, caudal, spacing_mm, TUBEROSITY_SEARCH_MM)
 
 
 def snap_to_pelvis_outline(

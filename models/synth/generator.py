@@ -17,10 +17,16 @@ import cv2
 import numpy as np
 
 from models.algorithms.exposed_field import ExposedField
+from models.algorithms.femoral_outline import snap_to_femoral_outline
 from models.algorithms.geometry import pelvic_frame, sector_mask
 from models.algorithms.hip_outline import acetabular_lateral_edge
 from models.algorithms.measurements import compute_measurements
-from models.algorithms.pelvic_extremes import caudal_direction, extreme_points, ischial_tuberosity
+from models.algorithms.pelvic_extremes import (
+    caudal_direction,
+    extreme_near,
+    extreme_points,
+    ischial_tuberosity,
+)
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS, SIDES
 from models.synth.anatomy import MU_FAT, MU_MUSCLE, Anatomy
 from models.synth.deform import Deformation, identity, sample_deformation
@@ -39,6 +45,7 @@ from models.synth.projection import (
 
 FULL_COLS, FULL_ROWS, FULL_PITCH_MM = 2560, 2048, 0.16  # 410 x 328 mm detector
 OCCUPANCY_MM = 0.3  # a ray "crosses" a structure when its path inside exceeds this
+TROCHANTER_SEARCH_MM = 15.0  # the greater trochanter's top on the film: the femur's extreme this near the 3D one
 ROOF_SECTOR_DEG = 60.0  # the acetabular roof segment (and its lateral edge) lie within this angle of the vertical
 
 
@@ -358,7 +365,8 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     ermf = geom.magnification
     spacing = (geom.pitch_mm / ermf, geom.pitch_mm / ermf)
     field = exposed_field((geom.rows, geom.cols), proc)
-    landmarks = _landmarks(patient, geom, field, world_from_anat, world_from_femur, hips, phase, masks["pelvis"])
+    landmarks = _landmarks(patient, geom, field, world_from_anat, world_from_femur, hips, phase, masks)
+    landmarks = _shaft_points_on_film(landmarks, masks, spacing, field)
     roof_fine = _mask(occupancy["roof"], grid, geom)
     _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted, field)
     # Segments are what is visible: anatomy under the collimator's shutters is out of field.
@@ -396,8 +404,11 @@ def _landmarks(
     world_from_femur: dict[str, np.ndarray],
     hips: dict[str, Hip],
     phase: str,
-    pelvis_mask: np.ndarray,
+    masks: dict[str, np.ndarray],
 ) -> dict[str, tuple[float, float] | None]:
+    """The spec's landmarks: 3D candidates say which point is meant; where the spec defines it on
+    an outline of the film (tuberosities, greater trochanter, shaft midpoints, the roof's end), the
+    point is read off that projected segment, as a reader reads the film."""
     anatomy = patient.anatomy
     cand = anatomy.candidates
     out: dict[str, tuple[float, float] | None] = {name: None for name in LANDMARKS}
@@ -418,7 +429,7 @@ def _landmarks(
     film_caudal = caudal_direction({f"femoral_head_centre_{s}": tuple(c) for s, c in centres.items()})
     spacing = (float(mm_per_px[1]), float(mm_per_px[0]))
     for s in SIDES:
-        on_film = ischial_tuberosity(pelvis_mask, (float(it[s][0]), float(it[s][1])), film_caudal, spacing)
+        on_film = ischial_tuberosity(masks["pelvis"], (float(it[s][0]), float(it[s][1])), film_caudal, spacing)
         it[s] = np.asarray(on_film) if on_film is not None else it[s]
     _, horizontal, vertical = pelvic_frame(it["right"], it["left"], (1.0, 1.0))
     for s in SIDES:
@@ -437,13 +448,19 @@ def _landmarks(
             rel = trochanter - geo.head_centre
             kept = (rel @ geo.neck_cut_normal <= -geo.neck_cut_offset_mm - 1.0) | (np.linalg.norm(rel, axis=1) >= geo.neck_cut_offset_mm + 26.0)
             trochanter = trochanter[kept] if kept.any() else trochanter
-        out[f"greater_trochanter_{s}"] = tuple(_pick(proj(fm, trochanter), vertical))
+        # the top is flat: its single 3D extreme slides along it; the femur silhouette's extreme near it
+        top = _pick(proj(fm, trochanter), vertical)
+        on_film = extreme_near(masks[f"femur_{s}"], (float(top[0]), float(top[1])), vertical, spacing,
+                               TROCHANTER_SEARCH_MM)
+        out[f"greater_trochanter_{s}"] = tuple(top) if on_film is None else on_film
         # the medial face is nearly flat: its single extreme slides along it (leg length) when the
         # direction turns a degree; the mean of the points near the extreme, as the analysis reads extremes
         near_extreme = extreme_points(proj(fm, cand[f"lesser_trochanter_{s}"]), medial, mm_per_px)
         out[f"lesser_trochanter_{s}"] = tuple(near_extreme.mean(0))
-        out[f"femoral_shaft_proximal_{s}"] = tuple(proj(fm, geo.shaft_proximal[None])[0])
-        out[f"femoral_shaft_distal_{s}"] = _shaft_distal(proj(fm, np.linspace(geo.shaft_proximal, geo.shaft_distal, 61)), geom, field)
+        levels = _shaft_levels_px(proj(fm, np.stack([geo.shaft_proximal, geo.shaft_distal])),
+                                  np.asarray(out[f"lesser_trochanter_{s}"]), float(mm_per_px[0]))
+        out[f"femoral_shaft_proximal_{s}"] = tuple(levels[0])  # re-read off the film: _shaft_points_on_film
+        out[f"femoral_shaft_distal_{s}"] = _shaft_distal(levels, geom, field)
         edge = proj(world_from_anat, cand[f"acetabular_lateral_edge_{s}"])
         native_centre = proj(world_from_anat, geo.head_centre[None])[0]
         d = edge - native_centre
@@ -468,6 +485,43 @@ def _landmarks(
             out[name] = None
         elif p is not None:
             out[name] = (float(p[0]), float(p[1]))
+    return out
+
+
+def _shaft_levels_px(axis_px: np.ndarray, trochanter_px: np.ndarray, mm_per_px: float) -> np.ndarray:
+    """61 points on the projected shaft centreline, 20 to 80 mm below the lesser trochanter *on the film*.
+
+    The spec's levels are defined on the radiograph, so they are measured in the
+    film's calibrated millimetres along the projected axis from the trochanter's
+    foot on it, as a reader measures them. Until session 15 they were 20 and 80
+    mm along the 3D shaft, which hip flexion foreshortens and depth magnifies on
+    the film: the distal point's level varied by +-4 mm (sd) against any reading
+    of the film.
+    """
+    start, end = axis_px
+    along = (end - start) / np.linalg.norm(end - start)
+    foot = start + float((trochanter_px - start) @ along) * along
+    return foot + np.linspace(20.0, 80.0, 61)[:, None] / mm_per_px * along
+
+
+def _shaft_points_on_film(landmarks: dict[str, tuple[float, float] | None], masks: dict[str, np.ndarray],
+                          spacing: tuple[float, float], field: ExposedField) -> dict[str, tuple[float, float] | None]:
+    """The shaft points as the film defines them: midpoints between the femur silhouette's cortices,
+    20 and 80 mm (film mm) below the lesser trochanter's foot on the silhouette's shaft axis.
+
+    A reader draws that axis through the visible diaphysis; the projected 3D
+    centreline is not on the film (it ran up to 4 deg off it, and the linea
+    aspera pulls 3D centroids off the cortices' middle). The truth applies
+    :func:`models.algorithms.femoral_outline.snap_to_femoral_outline`'s shaft
+    reading to the true femur mask, whose only edge is the film's (a shutter
+    hides the bone, it does not cut it); the levels' presence stays the film's.
+    """
+    read = snap_to_femoral_outline(landmarks, masks, spacing, field, cut_field=ExposedField.whole(masks["pelvis"].shape))
+    out = dict(landmarks)
+    for side in SIDES:
+        for name in (f"femoral_shaft_proximal_{side}", f"femoral_shaft_distal_{side}"):
+            point = read.get(name)
+            out[name] = point if point is not None and field.contains(point) else None
     return out
 
 

@@ -375,7 +375,7 @@ def test_lesser_trochanter_truth_is_stable_when_the_pelvic_horizontal_turns(monk
     assert max(moves) <= 1.0, moves
 
 
-def test_the_analysis_reads_the_true_masks_as_the_truths_centre_edge_angle_and_leg_length(out: Path) -> None:
+def test_the_analysis_reads_the_true_masks_as_the_truth(out: Path) -> None:
     """Landmarks the spec defines on the film's outlines are the truth's outlines' points, so the
     analysis's outline rules on the *true* masks give the true centre-edge angle and leg length.
 
@@ -390,7 +390,7 @@ def test_the_analysis_reads_the_true_masks_as_the_truths_centre_edge_angle_and_l
 
     rules = HipAnalyzer.__new__(HipAnalyzer)  # the rules only: no model is loaded
     rules.snap_pelvic_extremes = rules.snap_hip_masks = rules.snap_femoral_outline = True
-    ce_errors, leg_errors = [], []
+    ce_errors, leg_errors, moves = [], [], []
     for folder in _pairs(out):
         for phase in ("pre", "post"):
             gt, masks, _ = _load(folder, phase)
@@ -398,6 +398,11 @@ def test_the_analysis_reads_the_true_masks_as_the_truths_centre_edge_angle_and_l
             read = SimpleNamespace(landmarks=dict(gt["landmarks"]), masks=masks)
             rules.apply_outline_rules(read, spacing, ExposedField(*gt["image"]["exposed_field_px"]))
             measured = compute_measurements(read.landmarks, spacing, masks)
+            for side in ("right", "left"):
+                for name in (f"greater_trochanter_{side}", f"femoral_shaft_distal_{side}"):
+                    truth, moved = gt["landmarks"][name], read.landmarks[name]
+                    if truth is not None and moved is not None:
+                        moves.append(float(np.hypot(*np.subtract(moved, truth))) * spacing[0])
             if gt["measurements"]["leg_length_discrepancy"] is not None:
                 leg_errors.append(abs(measured["leg_length_discrepancy"] - gt["measurements"]["leg_length_discrepancy"]))
             for side in ("right", "left"):
@@ -408,3 +413,6 @@ def test_the_analysis_reads_the_true_masks_as_the_truths_centre_edge_angle_and_l
     assert len(ce_errors) >= 6 and len(leg_errors) >= 4
     assert max(ce_errors) < 2.5, ce_errors
     assert float(np.mean(leg_errors)) < 0.1, leg_errors  # the 3D extreme's truth: 0.48 mm here
+    # the greater trochanter's flat top and the distal shaft level (80 mm on the film, not along the
+    # 3D shaft): the 3D truths were 2.5-3.4 mm from the film's reading at full size
+    assert float(np.mean(moves)) < 0.5, moves
