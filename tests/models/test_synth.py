@@ -383,7 +383,7 @@ def test_the_analysis_reads_the_true_masks_as_the_truth(out: Path) -> None:
     from a thicker rim slab sat on the anterior or posterior rim instead, 2.6-3 mm caudal on left
     hips: 5-8 deg of centre-edge error no model could remove. The tuberosities are the pelvis
     silhouette's caudal extremes; the 3D surface's own extreme, along the pelvis's own axis, put
-    0.8 mm of leg-length bias (1.4 mm MAE at full size; 0.48 mm on these 384 px films) into the truth.
+    0.8 mm of leg-length bias (1.3 mm MAE at full size; 0.48 mm on these 384 px films) into the truth.
     """
     from models.algorithms.exposed_field import ExposedField
     from models.inference.analyzer import HipAnalyzer
