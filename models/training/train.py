@@ -24,6 +24,7 @@ from models.training.crop_dataset import CropAugment, FineSample, HipCropSet, La
 from models.training.dataset import AugmentedSet
 from models.training.losses import dice_bce_loss, landmark_loss
 from models.training.networks import SGRLandmarkNet, UNet
+from models.training.warm_start import freeze_batch_norm, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class TrainConfig:
     mm_per_px: float | None = None  # fine tasks: the crop grid
     jitter_mm: float | None = None  # fine tasks: sigma of the crop centre's offset from the truth
     workers: int = 0  # DataLoader processes; results do not depend on it (augmentation is seeded per item)
+    init: str | None = None  # a weights folder to fine-tune from (models.training.warm_start); BatchNorm frozen
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -142,7 +144,11 @@ def fit(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     device = torch.device(cfg.device)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    if cfg.init:
+        difference = warm_start(model, cfg.init, cfg.size)
+        log.info("started from exported weights", extra={"weights": cfg.init, "max_output_difference": difference})
+    model = model.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(data) > cfg.batch_size,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
@@ -158,6 +164,8 @@ def fit(
     for epoch in range(cfg.epochs):
         data.epoch = epoch
         model.train()
+        if cfg.init:
+            freeze_batch_norm(model)  # the loaded BatchNorms are folded identities (warm_start)
         running = []
         for batch in loader:
             # Cosine schedule over steps, or over the time budget when that runs out first

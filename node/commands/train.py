@@ -8,8 +8,11 @@ DIR is a folder in the training-data format (``docs/training-data.md``):
 the synthetic dataset builder writes it, and so can a user for their own
 labelled radiographs. The output folder receives ``model.onnx`` and
 ``manifest.json``; copy it to ``models/weights/<task>/`` (or pass
-``--weights`` to ``hipnode analyze``) to use it. Exit status 2 on a bad
-dataset or bad arguments.
+``--weights`` to ``hipnode analyze``) to use it. ``--init WEIGHTS_DIR``
+fine-tunes an exported model of the same task (the reference weights, or a
+run of one's own) instead of starting from random weights; its grid, widths
+and crop settings become the defaults. Exit status 2 on a bad dataset or bad
+arguments.
 """
 
 from __future__ import annotations
@@ -22,6 +25,20 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TASKS = ("segment", "landmarks", "landmarks-fine", "hip-fine")
+DEFAULT_BASE_CHANNELS = 8
+DEFAULT_REG_CHANNELS = 16
+COARSE_DEFAULT_SIZE = 192
+
+
+def init_manifest(folder: Path, task: str) -> dict:
+    """The manifest of the model ``--init`` starts from; ValueError unless it is one of ``task``."""
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"--init {folder}: no manifest.json")
+    manifest = json.loads(path.read_text())
+    if manifest.get("task") != task:
+        raise ValueError(f"--init {folder} holds a {manifest.get('task')!r} model, not {task!r}")
+    return manifest
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +52,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, help="working grid / crop edge in pixels (default 192; fine: 96 or 144)")
     parser.add_argument("--mm-per-px", type=float, help="fine tasks: crop grid (default 0.75 landmarks-fine, 0.55 hip-fine)")
     parser.add_argument("--jitter-mm", type=float, help="fine tasks: sigma of the crop centre's offset from the truth")
-    parser.add_argument("--base-channels", type=int, default=8)
-    parser.add_argument("--reg-channels", type=int, default=16, help="landmarks: regression CNN width")
+    parser.add_argument("--base-channels", type=int, help=f"U-Net width (default {DEFAULT_BASE_CHANNELS})")
+    parser.add_argument("--reg-channels", type=int,
+                        help=f"landmarks: regression CNN width (default {DEFAULT_REG_CHANNELS})")
+    parser.add_argument("--init", type=Path, metavar="WEIGHTS_DIR",
+                        help="fine-tune from this exported model of the same task (model.onnx + manifest.json, "
+                             "e.g. models/weights/landmarks_fine); its grid, widths and crop are the defaults")
     parser.add_argument("--exclude-anatomy", action="append", default=[], help="leave this anatomy out (repeatable)")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--max-minutes", type=float, help="time budget: the LR schedule anneals within it and training stops at it")
@@ -67,13 +88,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     fine = args.task in FINE_TASKS
-    size = args.size or (int(FINE_DEFAULTS[args.task]["size"]) if fine else 192)
     excluded = set(args.exclude_anatomy)
     try:
+        start = init_manifest(args.init, args.task) if args.init else {}
+        arch = start.get("training", {}).get("run", {}).get("config", {})  # the starting model's own settings
+        size = args.size or arch.get("size") or (int(FINE_DEFAULTS[args.task]["size"]) if fine else COARSE_DEFAULT_SIZE)
         cfg = TrainConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          size=size, base_channels=args.base_channels, reg_channels=args.reg_channels,
+                          size=size, base_channels=args.base_channels or arch.get("base_channels") or DEFAULT_BASE_CHANNELS,
+                          reg_channels=args.reg_channels or arch.get("reg_channels") or DEFAULT_REG_CHANNELS,
+                          depth=int(arch.get("depth") or TrainConfig.depth),
                           augment=not args.no_augment, max_minutes=args.max_minutes, device=device,
-                          mm_per_px=args.mm_per_px, jitter_mm=args.jitter_mm, workers=args.workers)
+                          mm_per_px=args.mm_per_px or arch.get("mm_per_px"),
+                          jitter_mm=args.jitter_mm if args.jitter_mm is not None else arch.get("jitter_mm"),
+                          workers=args.workers, init=str(args.init) if args.init else None)
         refs = list_samples(args.data)
         if fine:
             samples: list = load_fine_folder(refs, cfg.task, float(cfg.mm_per_px or 0), excluded, args.workers)
@@ -94,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     training = {"dataset": str(args.data), "dataset_header": header, "samples": len(samples),
                 "samples_in_folder": len(refs), "anatomies": anatomies, "run": summary}
+    if start:
+        training["initialised_from"] = {key: start.get(key) for key in ("name", "version", "sha256")}
     manifest = export_model(model, args.task, args.out, cfg.size, args.version, training, manifest_extra(cfg))
     print(json.dumps({"manifest": str(manifest), "epochs": summary["epochs_done"],
                       "final_loss": summary["final_loss"], "train_seconds": summary["train_seconds"]}))
