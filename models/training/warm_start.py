@@ -14,6 +14,7 @@ ONNX model's outputs (:func:`verify_against_export`).
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def _conv_norm_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]
     for module in model.modules():
         if isinstance(module, nn.Sequential):
             children = list(module.children())
-            pairs += [(a, b) for a, b in zip(children, children[1:])
+            pairs += [(a, b) for a, b in pairwise(children)
                       if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
     return pairs
 
