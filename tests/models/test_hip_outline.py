@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.algorithms.hip_outline import snap_to_hip_masks
+from models.algorithms.hip_outline import femoral_head_centre, snap_to_hip_masks
 
 SPACING = (0.5, 0.5)  # mm per pixel (row, col)
 ROWS, COLS = 800, 1000
@@ -92,3 +92,22 @@ def test_roof_far_beyond_the_head_is_not_the_edge() -> None:
     snapped = snap_to_hip_masks(_off(truth, 0.0, 0.0), masks, SPACING)
     edge = np.array(snapped["acetabular_lateral_edge_right"])
     assert np.linalg.norm(edge - truth["acetabular_lateral_edge_right"]) <= 4.0
+
+
+@pytest.mark.parametrize("bite", ["neck_junction", "shutter_edge", "spur_into_the_neck"])
+def test_head_centre_ignores_where_the_mask_falls_inside_the_sphere(bite: str):
+    """A head mask is the sphere's disc less where the bone dips inside it (or a cut edge); a predicted one may
+    leak into the neck: the rim circle's centre stays on the sphere's centre where the centroid moves off it."""
+    cx, cy = 200.0, 180.0
+    head = np.zeros((400, 400), np.uint8)
+    cv2.circle(head, (int(cx), int(cy)), HEAD_RADIUS_PX, 1, -1)
+    if bite == "neck_junction":  # a crescent lost at the infero-lateral rim
+        cv2.circle(head, (int(cx + 0.75 * HEAD_RADIUS_PX), int(cy + 0.75 * HEAD_RADIUS_PX)), 28, 0, -1)
+    elif bite == "shutter_edge":  # the film (or a window) ends across the head
+        head[:, int(cx + 0.6 * HEAD_RADIUS_PX):] = 0
+    else:  # a blob 20 px wide sticking 30 px out of the infero-lateral rim
+        cv2.line(head, (int(cx), int(cy)), (int(cx + HEAD_RADIUS_PX + 30), int(cy + HEAD_RADIUS_PX + 30)), 1, 20)
+    ys, xs = np.nonzero(head)
+    assert np.hypot(xs.mean() - cx, ys.mean() - cy) > 3.0  # the centroid would be off by more than 1.5 mm
+    centre = femoral_head_centre(head, SPACING)
+    assert centre is not None and np.hypot(centre[0] - cx, centre[1] - cy) <= 0.5

@@ -411,7 +411,7 @@ def test_the_analysis_reads_the_true_masks_as_the_truth(out: Path) -> None:
                     continue
                 ce_errors.append(abs(measured[name] - gt["measurements"][name]))
     assert len(ce_errors) >= 6 and len(leg_errors) >= 4
-    assert max(ce_errors) < 2.5, ce_errors
+    assert max(ce_errors) < 1.5, ce_errors  # 0.05-0.70 deg here (the head mask's centroid: 0.41-0.82)
     assert float(np.mean(leg_errors)) < 0.1, leg_errors  # the 3D extreme's truth: 0.48 mm here
     # the greater trochanter's flat top and the distal shaft level (80 mm on the film, not along the
     # 3D shaft): the 3D truths were 2.5-3.4 mm from the film's reading at full size
