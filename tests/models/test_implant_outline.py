@@ -63,3 +63,33 @@ def test_absent_tips_stay_null_and_native_sides_are_untouched() -> None:
     landmarks["stem_tip_left"] = None
     got = snap_to_implant_outline(landmarks, {"implant_right": mask, "implant_left": np.zeros_like(mask)}, SPACING)
     assert got["stem_tip_right"] is None and got["stem_tip_left"] is None
+
+
+def _total_hip(centre: tuple[int, int], cup_radius_px: int, opening_deg: float) -> np.ndarray:
+    """A right total hip: a hemispherical cup opening infero-laterally, the head in it, neck and stem below."""
+    mask = np.zeros((ROWS, COLS), np.uint8)
+    # the cup's dome: a half disc whose flat side (the opening) faces down and to the patient's right (image left)
+    cv2.ellipse(mask, centre, (cup_radius_px, cup_radius_px), -opening_deg, 180, 360, 1, -1)
+    cv2.circle(mask, centre, int(cup_radius_px * 0.62), 1, -1)  # prosthetic head, concentric
+    cx, cy = centre
+    cv2.line(mask, (cx, cy), (cx - 70, cy + 90), 1, 22)  # neck
+    cv2.fillConvexPoly(mask, np.array([[cx - 95, cy + 80], [cx - 45, cy + 80], [cx - 62, cy + 380], [cx - 78, cy + 380]]), 1)
+    return mask.astype(bool)
+
+
+@pytest.mark.parametrize("opening", [35.0, 50.0])
+def test_a_replaced_hips_centre_moves_to_the_cups_centre(opening: float) -> None:
+    mask = _total_hip((300, 300), 52, opening)
+    landmarks = {"ischial_tuberosity_right": (300.0, 520.0), "ischial_tuberosity_left": (600.0, 520.0),
+                 "femoral_head_centre_right": (306.0, 296.0), "femoral_head_centre_left": (600.0, 300.0)}
+    snapped = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)
+    assert np.hypot(snapped["femoral_head_centre_right"][0] - 300, snapped["femoral_head_centre_right"][1] - 300) <= 0.6
+    assert snapped["femoral_head_centre_left"] == landmarks["femoral_head_centre_left"]  # native: not this rule's
+
+
+def test_no_plausible_cup_leaves_the_predicted_centre() -> None:
+    """A blob too small to be a cup's dome (or none near the prediction) does not move the centre."""
+    mask = np.zeros((ROWS, COLS), bool)
+    mask[290:310, 290:310] = True  # 10 mm: no cup
+    landmarks = {"femoral_head_centre_right": (302.0, 301.0)}
+    assert snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING) == landmarks
