@@ -287,8 +287,9 @@ PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
 """Listed with the models: it changes landmarks, so result UIDs must change with it."""
 FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.2")
 """Greater trochanters and shaft points from the femur masks; listed for the same reason."""
-HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.2")
-"""Native head centres, lateral acetabular edges (fine hip masks) and stem tips (implant mask); listed likewise."""
+HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.3")
+"""Native head centres (rim circle), lateral acetabular edges (fine hip masks), stem tips and replaced hips'
+head centres (cup dome; implant mask); listed likewise. 1.3: circles instead of the head mask's centroid."""
 EXPOSED_FIELD_RULE = AlgorithmInfo("hipnode-exposed-field", "1.0")
 """Collimator shutters found in the pixels; landmarks and masks under them are out of field (always on)."""
 

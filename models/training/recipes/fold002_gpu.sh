@@ -9,7 +9,9 @@
 # data is written (less 110 s for loading the samples and exporting), instead of the fixed minutes.
 #
 # What the committed weights came from (each manifest's training.run has the epochs and losses):
-#   landmarks_fine 0.5.0-fold002  part landmarks (session 14: CALL_SECONDS=580, 6.35 min, 42 epochs)
+#   landmarks_fine 0.5.0-fold002  part landmarks (session 14: CALL_SECONDS=580, 6.35 min, 42 epochs);
+#                                 0.5.1 (committed since session 16) is 0.5.0 fine-tuned to the session-15
+#                                 truth on 2 CPU cores: finetune_landmarks_fine_cpu.sh
 #   segment 0.3.0-fold002,
 #   landmarks 0.3.0-fold002,
 #   hip_fine 0.4.0-fold002        session 6, on the generator of that day (504, 352, 504 samples,
