@@ -31,13 +31,18 @@ COARSE_DEFAULT_SIZE = 192
 
 
 def init_manifest(folder: Path, task: str) -> dict:
-    """The manifest of the model ``--init`` starts from; ValueError unless it is one of ``task``."""
-    path = folder / "manifest.json"
+    """The manifest of the model ``--init`` starts from; ValueError unless it is one of ``task`` and its
+    ``model.onnx`` is the file the manifest describes (the new manifest records where it started)."""
+    from models.training.export import MANIFEST_FILE, MODEL_FILE, sha256_file
+
+    path = folder / MANIFEST_FILE
     if not path.is_file():
-        raise ValueError(f"--init {folder}: no manifest.json")
+        raise ValueError(f"--init {folder}: no {MANIFEST_FILE}")
     manifest = json.loads(path.read_text())
     if manifest.get("task") != task:
         raise ValueError(f"--init {folder} holds a {manifest.get('task')!r} model, not {task!r}")
+    if not (folder / MODEL_FILE).is_file() or sha256_file(folder / MODEL_FILE) != manifest.get("sha256"):
+        raise ValueError(f"--init {folder}: {MODEL_FILE} missing or not the file its manifest describes (sha256)")
     return manifest
 
 

@@ -84,3 +84,12 @@ def test_train_command_takes_the_architecture_from_the_starting_model(toy: Path,
     assert main(["train", "segment", "--data", str(toy), "--out", str(tmp_path / "wrong"),
                  "--init", str(exported["landmarks"])]) == 2
     assert not (tmp_path / "wrong").exists()
+    # weights that are not the file their manifest describes are refused too
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for name in ("manifest.json", "model.onnx"):
+        (tampered / name).write_bytes((exported["landmarks"] / name).read_bytes())
+    with open(tampered / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    assert main(["train", "landmarks", "--data", str(toy), "--out", str(tmp_path / "t"), "--init", str(tampered)]) == 2
+    assert not (tmp_path / "t").exists()
