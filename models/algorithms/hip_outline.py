@@ -67,6 +67,14 @@ def fit_circle(points: np.ndarray) -> tuple[np.ndarray, float]:
     return np.array([cx, cy]), float(np.sqrt(max(c + cx * cx + cy * cy, 0.0)))
 
 
+def outer_outline_mm(mask: np.ndarray, spacing_mm: tuple[float, float]) -> np.ndarray | None:
+    """(x, y) in mm of the longest outer contour of ``mask`` (boundary pixel centres); None when it is empty."""
+    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    return max(contours, key=len)[:, 0, :].astype(np.float64) * np.array([spacing_mm[1], spacing_mm[0]])
+
+
 def rim_circle(outline: np.ndarray, inward: float, outward: float) -> tuple[np.ndarray, float] | None:
     """The circle most of ``outline`` lies on, within ``inward`` inside and ``outward`` outside it.
 
@@ -120,13 +128,11 @@ def femoral_head_centre(head: np.ndarray, spacing_mm: tuple[float, float] = (1.0
     if stats[largest, cv2.CC_STAT_AREA] < MIN_HEAD_PIXELS:
         return None
     centroid = (float(centroids[largest][0]), float(centroids[largest][1]))
-    contours, _ = cv2.findContours((labels == largest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    scale = np.array([spacing_mm[1], spacing_mm[0]])
-    outline = max(contours, key=len)[:, 0, :].astype(np.float64) * scale
-    fitted = rim_circle(outline, HEAD_OUTLINE_INWARD_MM, HEAD_OUTLINE_OUTWARD_MM)
+    outline = outer_outline_mm(labels == largest, spacing_mm)
+    fitted = None if outline is None else rim_circle(outline, HEAD_OUTLINE_INWARD_MM, HEAD_OUTLINE_OUTWARD_MM)
     if fitted is None:
         return centroid
-    centre = fitted[0] / scale
+    centre = fitted[0] / np.array([spacing_mm[1], spacing_mm[0]])
     return float(centre[0]), float(centre[1])
 
 

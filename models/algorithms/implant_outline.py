@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import cv2
 import numpy as np
 
 from models.algorithms.hip_outline import (
     HEAD_OUTLINE_INWARD_MM,
     HEAD_OUTLINE_OUTWARD_MM,
+    outer_outline_mm,
     rim_circle,
 )
 from models.algorithms.pelvic_extremes import crop_around, extreme_points, pelvic_axes
@@ -56,11 +56,8 @@ def prosthetic_head_centre(implant: np.ndarray, predicted: Point, spacing_mm: tu
     the mask has no plausible dome there (then the prediction stands)."""
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]])
     window, x0, y0 = crop_around(implant, predicted, CUP_WINDOW_MM / spacing_xy)
-    contours, _ = cv2.findContours(np.asarray(window, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return None
-    outline = max(contours, key=len)[:, 0, :].astype(np.float64) * spacing_xy
-    fitted = rim_circle(outline, HEAD_OUTLINE_INWARD_MM, HEAD_OUTLINE_OUTWARD_MM)
+    outline = outer_outline_mm(window, spacing_mm)
+    fitted = None if outline is None else rim_circle(outline, HEAD_OUTLINE_INWARD_MM, HEAD_OUTLINE_OUTWARD_MM)
     if fitted is None or not CUP_RADIUS_MM[0] <= fitted[1] <= CUP_RADIUS_MM[1]:
         return None
     centre = fitted[0] / spacing_xy + (x0, y0)
