@@ -285,8 +285,9 @@ def measure(
 
 PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
 """Listed with the models: it changes landmarks, so result UIDs must change with it."""
-FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.2")
-"""Greater trochanters and shaft points from the femur masks; listed for the same reason."""
+FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.3")
+"""Greater trochanters and shaft points from the femur masks; listed for the same reason. 1.3: sections cut at
+a shutter's edge too (session 14), shaft levels 20 and 80 mm below the lesser trochanter (session 15)."""
 HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.3")
 """Native head centres (rim circle), lateral acetabular edges (fine hip masks), stem tips and replaced hips'
 head centres (cup dome; implant mask); listed likewise. 1.3: circles instead of the head mask's centroid."""

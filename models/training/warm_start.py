@@ -73,15 +73,11 @@ def load_exported(model: nn.Module, onnx_path: str | Path) -> None:
             norm.bias.copy_(torch.from_numpy(np.array(bias)) if bias is not None else torch.zeros_like(norm.bias))
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
-    missing = [n for n in state if EXPORT_PREFIX + n not in weights and not _belongs_to_pairs(model, n, pairs)]
+    folded_owners = {id(m) for pair in pairs for m in pair}
+    missing = [n for n in state if EXPORT_PREFIX + n not in weights
+               and id(model.get_submodule(n.rpartition(".")[0])) not in folded_owners]
     if missing:
         raise WarmStartError(f"{onnx_path}: no weights for {', '.join(missing[:5])}")
-
-
-def _belongs_to_pairs(model: nn.Module, name: str, pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]]) -> bool:
-    owners = {id(m) for pair in pairs for m in pair}
-    module_name = name.rsplit(".", 1)[0]
-    return id(model.get_submodule(module_name)) in owners
 
 
 def freeze_batch_norm(model: nn.Module) -> None:
