@@ -35,7 +35,7 @@ from models.algorithms.pelvic_extremes import snap_to_pelvis_outline
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis
 from models.algorithms.vocabulary import LANDMARKS, MEASUREMENT_UNITS, POST_OP_ONLY_LANDMARKS, SIDES
 from models.inference.landmarks import LandmarkModel, LandmarkOutput
-from models.inference.refine import FineHipModel, FineLandmarkModel
+from models.inference.refine import FineHipModel, FineLandmarkModel, FinePelvisModel, FineWindow
 from models.inference.runtime import WEIGHTS_ROOT
 from models.inference.segmentation import SegmentationModel, SegmentationOutput
 
@@ -299,11 +299,13 @@ class HipAnalyzer:
     """Coarse segmentation + landmark models and the optional fine stage, sessions reused across calls."""
 
     def __init__(self, segmentation: SegmentationModel | None = None, landmarks: LandmarkModel | None = None,
-                 fine_landmarks: FineLandmarkModel | None = None, fine_hips: FineHipModel | None = None) -> None:
+                 fine_landmarks: FineLandmarkModel | None = None, fine_hips: FineHipModel | None = None,
+                 fine_pelvis: FinePelvisModel | None = None) -> None:
         self.segmentation = segmentation or SegmentationModel()
         self.landmarks = landmarks or LandmarkModel()
         self.fine_landmarks = fine_landmarks
         self.fine_hips = fine_hips
+        self.fine_pelvis = fine_pelvis
         self.fine_passes = 1
         # Tuberosities moved to the pelvis outline's caudal extreme (models.algorithms.pelvic_extremes).
         self.snap_pelvic_extremes = True
@@ -317,15 +319,18 @@ class HipAnalyzer:
     def from_weights(cls, root: Path = WEIGHTS_ROOT) -> HipAnalyzer:
         """The models under ``root`` (``segment/``, ``landmarks/``; the fine stage when its folders exist)."""
         root = Path(root)
-        fine_lm, fine_hip = root / "landmarks_fine", root / "hip_fine"
+
+        def optional(model: type, folder: str) -> Any:
+            return model(root / folder) if (root / folder / "manifest.json").is_file() else None
+
         return cls(SegmentationModel(root / "segment"), LandmarkModel(root / "landmarks"),
-                   FineLandmarkModel(fine_lm) if (fine_lm / "manifest.json").is_file() else None,
-                   FineHipModel(fine_hip) if (fine_hip / "manifest.json").is_file() else None)
+                   optional(FineLandmarkModel, "landmarks_fine"), optional(FineHipModel, "hip_fine"),
+                   optional(FinePelvisModel, "pelvis_fine"))
 
     @property
     def models(self) -> tuple[Any, ...]:
-        return tuple(m for m in (self.segmentation, self.landmarks, self.fine_landmarks, self.fine_hips)
-                     if m is not None)
+        return tuple(m for m in (self.segmentation, self.landmarks, self.fine_landmarks, self.fine_hips,
+                                 self.fine_pelvis) if m is not None)
 
     @property
     def algorithms(self) -> tuple[AlgorithmInfo, ...]:
@@ -354,12 +359,25 @@ class HipAnalyzer:
         """Replace head, roof, joint space and implant masks around each present head centre by the fine model's."""
         if self.fine_hips is None:
             return
-        centres = {side: xy for side in SIDES if (xy := landmarks.get(f"femoral_head_centre_{side}")) is not None}
-        level = self.fine_hips.level(pixels, spacing)
-        for hip in self.fine_hips.segment(level, pixels.shape, centres):
+        for hip in self._fine_windows(self.fine_hips, pixels, spacing, landmarks):
             x0, y0, x1, y1 = hip.window
             for segment, probability in hip.probabilities.items():
                 masks[f"{segment}_{hip.side}"][y0:y1, x0:x1] = probability >= 0.5
+
+    def refine_pelvis_mask(self, pixels: np.ndarray, spacing: tuple[float, float],
+                           landmarks: dict[str, tuple[float, float] | None], masks: dict[str, np.ndarray]) -> None:
+        """Replace the pelvis mask around each present tuberosity by the fine model's (the tuberosity rule reads it)."""
+        if self.fine_pelvis is None:
+            return
+        for part in self._fine_windows(self.fine_pelvis, pixels, spacing, landmarks):
+            x0, y0, x1, y1 = part.window
+            masks["pelvis"][y0:y1, x0:x1] = part.probabilities["pelvis"] >= 0.5
+
+    @staticmethod
+    def _fine_windows(model: FineHipModel | FinePelvisModel, pixels: np.ndarray, spacing: tuple[float, float],
+                      landmarks: dict[str, tuple[float, float] | None]) -> list[FineWindow]:
+        centres = {side: xy for side in SIDES if (xy := landmarks.get(f"{model.centre}_{side}")) is not None}
+        return model.segment(model.level(pixels, spacing), pixels.shape, centres) if centres else []
 
     def apply_outline_rules(self, result: ImageAnalysis, spacing: tuple[float, float],
                             field: ExposedField | None = None) -> None:
@@ -426,6 +444,8 @@ class HipAnalyzer:
             lap("fine_landmarks")
             self.refine_hip_masks(radiograph.pixels, spacing, result.landmarks, result.masks)
             lap("fine_hips")
+            self.refine_pelvis_mask(radiograph.pixels, spacing, result.landmarks, result.masks)
+            lap("fine_pelvis")
         for side, operated in operated_sides(seg).items():
             if not operated:  # spurious implant pixels on a native hip
                 result.masks[f"implant_{side}"] = np.zeros_like(result.masks[f"implant_{side}"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.algorithms.vocabulary import MIDLINE_LANDMARKS, PER_SIDE_LANDMARKS
+from models.algorithms.vocabulary import MIDLINE_LANDMARKS, PER_SIDE_LANDMARKS, SIDES
 from models.inference.preprocess import normalise
 
 FINE_LANDMARK_TYPES: tuple[str, ...] = (*PER_SIDE_LANDMARKS, *MIDLINE_LANDMARKS)
@@ -27,6 +27,35 @@ crop is mirrored, so ``greater_trochanter_left`` is read from the ``greater_troc
 
 FINE_HIP_SEGMENTS: tuple[str, ...] = ("femoral_head", "acetabular_roof", "joint_space", "implant")
 """Output channels of the fine hip segmentation model (of the crop's side; left crops mirrored)."""
+
+FINE_PELVIS_SEGMENTS: tuple[str, ...] = ("pelvis",)
+"""Output channel of the fine pelvis model, cut around each ischial tuberosity: the coarse pelvis mask,
+about 1.4 mm per pixel, loses the thin bottom of the ischium whose extreme is the tuberosity."""
+
+
+@dataclass(frozen=True)
+class FineSegmentation:
+    """A fine segmentation task: crops centred on one per-side landmark, these segments as channels."""
+
+    centre: str  # per-side landmark stem the crop is centred on
+    segments: tuple[str, ...]
+    sided: bool  # the source masks are per side (``femoral_head_right``), not one (``pelvis``)
+
+    def source_key(self, segment: str, side: str) -> str:
+        """The training-data mask a channel of a ``side`` crop is read from."""
+        return f"{segment}_{side}" if self.sided else segment
+
+    @property
+    def source_keys(self) -> tuple[str, ...]:
+        """Every source mask the task reads, each once."""
+        return tuple(dict.fromkeys(self.source_key(seg, side) for seg in self.segments for side in SIDES))
+
+
+FINE_SEGMENTATION: dict[str, FineSegmentation] = {
+    "hip-fine": FineSegmentation("femoral_head_centre", FINE_HIP_SEGMENTS, sided=True),
+    "pelvis-fine": FineSegmentation("ischial_tuberosity", FINE_PELVIS_SEGMENTS, sided=False),
+}
+"""The fine segmentation tasks by name (training, export and inference read their crops from here)."""
 
 
 def landmark_type(name: str) -> tuple[str, str | None]:

@@ -7,7 +7,10 @@ a window around each coarse estimate on a finer grid (``models/inference/crops.p
   at 0.75 mm per pixel centred on the coarse point (one crop per landmark, all
   run as one batch);
 * :class:`FineHipModel` re-segments femoral head, acetabular roof, joint space
-  and implant in a crop around each hip's head centre, at 0.55 mm per pixel.
+  and implant in a crop around each hip's head centre, at 0.55 mm per pixel;
+* :class:`FinePelvisModel` re-segments the pelvis in a crop around each
+  ischial tuberosity, at 0.4 mm per pixel, for the tuberosity rule
+  (``models/algorithms/pelvic_extremes.py``), which reads the mask's caudal extreme.
 
 Left-side crops are mirrored so one network serves both hips. Both are
 optional: without their weights (or without a pixel spacing, since crops are
@@ -24,6 +27,8 @@ import numpy as np
 from models.inference.crops import (
     FINE_HIP_SEGMENTS,
     FINE_LANDMARK_TYPES,
+    FINE_PELVIS_SEGMENTS,
+    FINE_SEGMENTATION,
     Crop,
     Level,
     landmark_type,
@@ -78,26 +83,29 @@ class FineLandmarkModel(_CropModel):
 
 
 @dataclass
-class HipWindow:
-    """Fine probabilities of one hip on a source-pixel window ``(x0, y0, x1, y1)``, end-exclusive."""
+class FineWindow:
+    """Fine probabilities of one side's crop on a source-pixel window ``(x0, y0, x1, y1)``, end-exclusive."""
 
     side: str
     window: tuple[int, int, int, int]
-    probabilities: dict[str, np.ndarray]  # FINE_HIP_SEGMENTS name -> (y1 - y0, x1 - x0) float32
+    probabilities: dict[str, np.ndarray]  # segment name -> (y1 - y0, x1 - x0) float32
 
 
-class FineHipModel(_CropModel):
-    """A crop around each head centre -> head, roof, joint space and implant of that side."""
+class _FineSegmentationModel(_CropModel):
+    """A crop around one landmark per side (``FINE_SEGMENTATION[task].centre``) -> that crop's segments."""
 
-    task = "hip-fine"
-    labels = FINE_HIP_SEGMENTS
-    description = "fine hip segmentation model with head, roof, joint space and implant"
+    folder: str  # under the weights root
 
-    def __init__(self, weights_dir: str | Path = WEIGHTS_ROOT / "hip_fine") -> None:
-        super().__init__(weights_dir)
+    def __init__(self, weights_dir: str | Path | None = None) -> None:
+        super().__init__(weights_dir or WEIGHTS_ROOT / self.folder)
 
-    def segment(self, level: Level, source_shape: tuple[int, int], centres: dict[str, Point]) -> list[HipWindow]:
-        """One :class:`HipWindow` per side in ``centres`` (source px of the head centre) that lands in the image."""
+    @property
+    def centre(self) -> str:
+        """The per-side landmark stem each crop is centred on."""
+        return FINE_SEGMENTATION[self.task].centre
+
+    def segment(self, level: Level, source_shape: tuple[int, int], centres: dict[str, Point]) -> list[FineWindow]:
+        """One :class:`FineWindow` per side in ``centres`` (source px of the crop's landmark) that lands in the image."""
         sides = list(centres)
         if not sides:
             return []
@@ -110,5 +118,23 @@ class FineHipModel(_CropModel):
             if window is None:
                 continue
             pasted = crop.paste_on_source(maps, level, window)
-            out.append(HipWindow(side, window, dict(zip(self.labels, pasted))))
+            out.append(FineWindow(side, window, dict(zip(self.labels, pasted))))
         return out
+
+
+class FineHipModel(_FineSegmentationModel):
+    """A crop around each head centre -> head, roof, joint space and implant of that side."""
+
+    task = "hip-fine"
+    labels = FINE_HIP_SEGMENTS
+    description = "fine hip segmentation model with head, roof, joint space and implant"
+    folder = "hip_fine"
+
+
+class FinePelvisModel(_FineSegmentationModel):
+    """A crop around each ischial tuberosity -> the pelvis there, at a third of the coarse model's pixel size."""
+
+    task = "pelvis-fine"
+    labels = FINE_PELVIS_SEGMENTS
+    description = "fine pelvis segmentation model around the ischial tuberosities"
+    folder = "pelvis_fine"

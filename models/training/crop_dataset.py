@@ -2,7 +2,7 @@
 
 Each sample is loaded once at full resolution, resampled to the fine model's
 mm grid (:func:`models.inference.crops.make_level`) and kept in memory as
-float16, with the hip segments packed into the bits of one uint8 map. Crops are
+float16, with the masks a fine segmentation task reads packed into the bits of one uint8 map. Crops are
 cut per epoch around the true landmark or head centre *plus a random offset*
 (the coarse stage's error at inference), with a small rotation/scale, the
 left side mirrored, and the processing and intensity augmentation of the coarse models.
@@ -20,9 +20,10 @@ from torch.utils.data import Dataset
 
 from models.algorithms.vocabulary import SIDES
 from models.inference.crops import (
-    FINE_HIP_SEGMENTS,
     FINE_LANDMARK_TYPES,
+    FINE_SEGMENTATION,
     Crop,
+    FineSegmentation,
     landmark_type,
     make_level,
     resample_mask,
@@ -30,8 +31,8 @@ from models.inference.crops import (
 from models.training.augment import AugmentConfig, disc_targets, intensity, processing
 from models.training.dataset import DatasetError, SampleRef, parallel_map
 
-HIP_MASK_BITS: tuple[str, ...] = tuple(f"{seg}_{side}" for seg in FINE_HIP_SEGMENTS for side in SIDES)
-"""The 8 source segments packed into bit k of :attr:`FineSample.mask_bits` (k = index here)."""
+MAX_MASK_BITS = 8
+"""Source masks packed into :attr:`FineSample.mask_bits` (a uint8 map): mask k in bit k."""
 
 
 @dataclass
@@ -42,12 +43,23 @@ class FineSample:
     anatomy: str
     image: np.ndarray  # float16 (rows, cols)
     landmarks: dict[str, tuple[float, float] | None]
-    mask_bits: np.ndarray | None  # uint8 (rows, cols)
-    mask_labelled: tuple[bool, ...]  # per HIP_MASK_BITS
+    mask_bits: np.ndarray | None  # uint8 (rows, cols), bit k = mask_keys[k]
+    mask_labelled: tuple[bool, ...]  # per mask_keys: the sample has that mask
+    mask_keys: tuple[str, ...] = ()
+
+    def has_mask(self, key: str) -> bool:
+        return key in self.mask_keys and self.mask_labelled[self.mask_keys.index(key)]
+
+    def mask(self, crop: Crop, key: str) -> np.ndarray:
+        """Source mask ``key`` cut by ``crop`` (nearest), 0/1 float32."""
+        bits = crop.cut(self.mask_bits, nearest=True)  # type: ignore[arg-type]
+        return ((bits >> self.mask_keys.index(key)) & 1).astype(np.float32)
 
 
-def load_fine_sample(ref: SampleRef, mm_per_px: float, with_masks: bool) -> FineSample:
-    """Read one sample at full resolution and bring it onto the ``mm_per_px`` grid."""
+def load_fine_sample(ref: SampleRef, mm_per_px: float, mask_keys: tuple[str, ...] = ()) -> FineSample:
+    """Read one sample at full resolution and bring it and its ``mask_keys`` masks onto the ``mm_per_px`` grid."""
+    if len(mask_keys) > MAX_MASK_BITS:
+        raise ValueError(f"at most {MAX_MASK_BITS} masks per fine sample, got {len(mask_keys)}")
     spacing = ref.meta.get("pixel_spacing_mm")
     if not spacing:
         raise DatasetError(f"{ref.name}.json has no pixel_spacing_mm: the fine stage works in mm")
@@ -57,9 +69,9 @@ def load_fine_sample(ref: SampleRef, mm_per_px: float, with_masks: bool) -> Fine
             raise DatasetError(f"{ref.npz.name} has no 'image' array")
         level = make_level(data["image"], spacing_t, mm_per_px)
         bits, labelled = None, []
-        if with_masks:
+        if mask_keys:
             bits = np.zeros(level.image.shape, np.uint8)
-            for k, key in enumerate(HIP_MASK_BITS):
+            for k, key in enumerate(mask_keys):
                 labelled.append(key in data)
                 if key in data:
                     bits |= resample_mask(data[key], level.image.shape).astype(np.uint8) << k
@@ -75,15 +87,16 @@ def load_fine_sample(ref: SampleRef, mm_per_px: float, with_masks: bool) -> Fine
         lx, ly = level.from_source(np.array([[x, y]]))[0]
         landmarks[name] = (float(lx), float(ly))
     return FineSample(ref.name, str(ref.meta.get("anatomy", "")), level.image.astype(np.float16), landmarks,
-                      bits, tuple(labelled))
+                      bits, tuple(labelled), tuple(mask_keys))
 
 
 def load_fine_folder(refs: list[SampleRef], task: str, mm_per_px: float,
                      exclude_anatomy: set[str] | None = None, workers: int = 0) -> list[FineSample]:
-    """The samples of ``refs`` (minus excluded anatomies) on the fine grid; masks only for ``hip-fine``."""
+    """The samples of ``refs`` (minus excluded anatomies) on the fine grid, with the masks ``task`` reads."""
     excluded = exclude_anatomy or set()
     kept = [r for r in refs if str(r.meta.get("anatomy", "")) not in excluded]
-    return parallel_map(partial(load_fine_sample, mm_per_px=mm_per_px, with_masks=task == "hip-fine"), kept, workers)
+    keys = FINE_SEGMENTATION[task].source_keys if task in FINE_SEGMENTATION else ()
+    return parallel_map(partial(load_fine_sample, mm_per_px=mm_per_px, mask_keys=keys), kept, workers)
 
 
 @dataclass(frozen=True)
@@ -169,14 +182,17 @@ class LandmarkCropSet(Dataset):
         }
 
 
-class HipCropSet(Dataset):
-    """One item per hip with a head centre: a crop around it (jittered) with that side's hip segments."""
+class SegmentCropSet(Dataset):
+    """One item per side whose ``task.centre`` landmark is present: a crop around it (jittered) with the
+    task's segments (a hip's head, roof, joint space, implant; or the pelvis around a tuberosity)."""
 
-    def __init__(self, samples: list[FineSample], size: int, mm_per_px: float, seed: int, aug: CropAugment) -> None:
-        self.samples, self.size, self.mm_per_px, self.seed, self.aug = samples, size, mm_per_px, seed, aug
+    def __init__(self, samples: list[FineSample], task: FineSegmentation, size: int, mm_per_px: float, seed: int,
+                 aug: CropAugment) -> None:
+        self.samples, self.task, self.size, self.mm_per_px = samples, task, size, mm_per_px
+        self.seed, self.aug = seed, aug
         self.epoch = 0
         self.items = [(i, side) for i, s in enumerate(samples) for side in SIDES
-                      if s.mask_bits is not None and s.landmarks.get(f"femoral_head_centre_{side}") is not None]
+                      if s.mask_bits is not None and s.landmarks.get(f"{task.centre}_{side}") is not None]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -185,15 +201,14 @@ class HipCropSet(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         sample_index, side = self.items[index]
         sample = self.samples[sample_index]
-        centre = sample.landmarks[f"femoral_head_centre_{side}"]
+        centre = sample.landmarks[f"{self.task.centre}_{side}"]
         crop = _random_crop(rng, centre, self.size, side == "left", self.aug, self.mm_per_px)  # type: ignore[arg-type]
-        bits = crop.cut(sample.mask_bits, nearest=True)  # type: ignore[arg-type]
-        masks = np.zeros((len(FINE_HIP_SEGMENTS), self.size, self.size), np.float32)
-        valid = np.zeros(len(FINE_HIP_SEGMENTS), np.float32)
-        for c, seg in enumerate(FINE_HIP_SEGMENTS):
-            k = HIP_MASK_BITS.index(f"{seg}_{side}")
-            if sample.mask_labelled[k]:
-                masks[c] = (bits >> k) & 1
+        masks = np.zeros((len(self.task.segments), self.size, self.size), np.float32)
+        valid = np.zeros(len(self.task.segments), np.float32)
+        for c, seg in enumerate(self.task.segments):
+            key = self.task.source_key(seg, side)
+            if sample.has_mask(key):
+                masks[c] = sample.mask(crop, key)
                 valid[c] = 1.0
         return {
             "image": _image_tensor(crop, sample, rng, self.aug),

@@ -254,7 +254,8 @@ def rotation(data: Path, cfg_kwargs: dict[str, Any], out_dir: Path | None = None
              only: list[str] | None = None, fine: bool = False) -> dict[str, Any]:
     """Train on all anatomies but one, test on that one, for each anatomy; returns the report dict.
 
-    ``fine``: also train the fine stage (``landmarks-fine``, ``hip-fine``, at their default crop grids) per fold.
+    ``fine``: also train the fine stage (``landmarks-fine``, ``hip-fine``, ``pelvis-fine``, at their default crop
+    grids) per fold.
     """
     from models.training.crop_dataset import load_fine_folder
     from models.training.dataset import list_samples, load_work_sample

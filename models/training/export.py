@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
-from models.inference.crops import FINE_HIP_SEGMENTS, FINE_LANDMARK_TYPES
+from models.inference.crops import FINE_LANDMARK_TYPES, FINE_SEGMENTATION
 from models.training.networks import ExportLandmarks, ExportSegmentation, SGRLandmarkNet, UNet
 
 MODEL_FILE = "model.onnx"
@@ -62,15 +62,15 @@ def export_model(
     onnx_path = out / MODEL_FILE
     dummy = torch.zeros(1, 1, size, size)
     model = model.eval().cpu()
-    if task in ("segment", "hip-fine"):
+    if task == "segment" or task in FINE_SEGMENTATION:
         if not isinstance(model, UNet):
             raise TypeError(f"{task} task needs a UNet")
-        labels = list(SEGMENTS) if task == "segment" else list(FINE_HIP_SEGMENTS)
+        labels = list(SEGMENTS) if task == "segment" else list(FINE_SEGMENTATION[task].segments)
         wrapper: torch.nn.Module = ExportSegmentation(model)
         output_names = ["probabilities"]
         outputs = [{"name": "probabilities", "shape": ["N", len(labels), size, size],
                     "meaning": "sigmoid probability per segment", "labels": labels}]
-        name = "hipnode-segment" if task == "segment" else "hipnode-hip-fine"
+        name = f"hipnode-{task}"
     elif task in ("landmarks", "landmarks-fine"):
         if not isinstance(model, SGRLandmarkNet):
             raise TypeError(f"{task} task needs an SGRLandmarkNet")
@@ -101,7 +101,7 @@ def export_model(
         "sha256": sha256_file(onnx_path),
         "inputs": [{
             "name": "image", "shape": ["N", 1, size, size], "dtype": "float32",
-            "preprocessing": FINE_PREPROCESSING if task in ("hip-fine", "landmarks-fine") else COARSE_PREPROCESSING,
+            "preprocessing": COARSE_PREPROCESSING if task in ("segment", "landmarks") else FINE_PREPROCESSING,
         }],
         "outputs": outputs,
         "work_size": size,

@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
-from models.inference.crops import FINE_HIP_SEGMENTS, FINE_LANDMARK_TYPES
+from models.inference.crops import FINE_LANDMARK_TYPES, FINE_SEGMENTATION
 from models.training.augment import AugmentConfig, WorkSample
-from models.training.crop_dataset import CropAugment, FineSample, HipCropSet, LandmarkCropSet
+from models.training.crop_dataset import CropAugment, FineSample, LandmarkCropSet, SegmentCropSet
 from models.training.dataset import AugmentedSet
 from models.training.losses import dice_bce_loss, landmark_loss
 from models.training.networks import SGRLandmarkNet, UNet
@@ -28,12 +28,16 @@ from models.training.warm_start import freeze_batch_norm, warm_start
 
 log = logging.getLogger(__name__)
 
-TASKS = ("segment", "landmarks", "landmarks-fine", "hip-fine")
-FINE_TASKS = ("landmarks-fine", "hip-fine")
+TASKS = ("segment", "landmarks", "landmarks-fine", "hip-fine", "pelvis-fine")
+FINE_TASKS = ("landmarks-fine", "hip-fine", "pelvis-fine")
+SEGMENTATION_TASKS = ("segment", "hip-fine", "pelvis-fine")
 FINE_DEFAULTS = {"landmarks-fine": {"size": 96, "mm_per_px": 0.75, "jitter_mm": 6.0},
-                 "hip-fine": {"size": 144, "mm_per_px": 0.55, "jitter_mm": 3.0}}
+                 "hip-fine": {"size": 144, "mm_per_px": 0.55, "jitter_mm": 3.0},
+                 "pelvis-fine": {"size": 128, "mm_per_px": 0.4, "jitter_mm": 4.0}}
 """Fine-stage crops: 72 mm around a landmark at 0.75 mm (covers the coarse stage's p95 error of
-about 20 mm), 79 mm around a head centre at 0.55 mm (head, roof and joint space with margin)."""
+about 20 mm), 79 mm around a head centre at 0.55 mm (head, roof and joint space with margin),
+51 mm around a tuberosity at 0.4 mm (the 20 mm the tuberosity rule searches, at a third of a
+millimetre's resolution more than the coarse mask's 1.4 mm)."""
 
 
 @dataclass
@@ -89,14 +93,14 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """A fresh network for ``cfg.task``."""
     if cfg.task == "segment":
         return UNet(1, len(SEGMENTS), base=cfg.base_channels, depth=cfg.depth)
-    if cfg.task == "hip-fine":
-        return UNet(1, len(FINE_HIP_SEGMENTS), base=cfg.base_channels, depth=cfg.depth)
+    if cfg.task in FINE_SEGMENTATION:
+        return UNet(1, len(FINE_SEGMENTATION[cfg.task].segments), base=cfg.base_channels, depth=cfg.depth)
     n = len(FINE_LANDMARK_TYPES) if cfg.task == "landmarks-fine" else len(LANDMARKS)
     return SGRLandmarkNet(n, base=cfg.base_channels, depth=cfg.depth, reg_ch=cfg.reg_channels)
 
 
 def _step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> torch.Tensor:
-    if cfg.task in ("segment", "hip-fine"):
+    if cfg.task in SEGMENTATION_TASKS:
         return dice_bce_loss(model(batch["image"]), batch["masks"], batch["mask_valid"])
     disc_logits, coords = model(batch["image"])
     return landmark_loss(disc_logits, batch["discs"], coords, batch["coords"],
@@ -126,8 +130,8 @@ def train_fine(
         raise ValueError(f"{cfg.task} is not a fine-stage task")
     aug = CropAugment(jitter_mm=float(cfg.jitter_mm or 0.0)) if cfg.augment else CropAugment.off()
     mm = float(cfg.mm_per_px or 0.0)
-    if cfg.task == "hip-fine":
-        data: Dataset = HipCropSet(samples, cfg.size, mm, cfg.seed, aug)
+    if cfg.task in FINE_SEGMENTATION:
+        data: Dataset = SegmentCropSet(samples, FINE_SEGMENTATION[cfg.task], cfg.size, mm, cfg.seed, aug)
     else:
         data = LandmarkCropSet(samples, cfg.size, mm, cfg.seed, aug, cfg.disc_radius_px)
     if not len(data):

@@ -1,8 +1,8 @@
-"""``hipnode train segment|landmarks|landmarks-fine|hip-fine --data DIR --out DIR``: train, export ONNX + manifest.
+"""``hipnode train segment|landmarks|landmarks-fine|hip-fine|pelvis-fine --data DIR --out DIR``: train, export ONNX + manifest.
 
-``segment`` and ``landmarks`` are the coarse whole-image models; ``landmarks-fine``
-and ``hip-fine`` the fine stage, trained on crops around each landmark / hip
-(``models/inference/crops.py``).
+``segment`` and ``landmarks`` are the coarse whole-image models; ``landmarks-fine``,
+``hip-fine`` and ``pelvis-fine`` the fine stage, trained on crops around each landmark /
+hip / ischial tuberosity (``models/inference/crops.py``).
 
 DIR is a folder in the training-data format (``docs/training-data.md``):
 the synthetic dataset builder writes it, and so can a user for their own
@@ -24,7 +24,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TASKS = ("segment", "landmarks", "landmarks-fine", "hip-fine")
+TASKS = ("segment", "landmarks", "landmarks-fine", "hip-fine", "pelvis-fine")  # models.training.train.TASKS
 DEFAULT_BASE_CHANNELS = 8
 DEFAULT_REG_CHANNELS = 16
 COARSE_DEFAULT_SIZE = 192
@@ -55,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, help="working grid / crop edge in pixels (default 192; fine: 96 or 144)")
-    parser.add_argument("--mm-per-px", type=float, help="fine tasks: crop grid (default 0.75 landmarks-fine, 0.55 hip-fine)")
+    parser.add_argument("--mm-per-px", type=float, help="fine tasks: crop grid (default 0.75 landmarks-fine, 0.55 hip-fine, 0.4 pelvis-fine)")
     parser.add_argument("--jitter-mm", type=float, help="fine tasks: sigma of the crop centre's offset from the truth")
     parser.add_argument("--base-channels", type=int, help=f"U-Net width (default {DEFAULT_BASE_CHANNELS})")
     parser.add_argument("--reg-channels", type=int,

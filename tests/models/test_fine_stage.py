@@ -2,7 +2,7 @@
 
 Geometry is checked with exact points (a bright pixel must land where the
 transform says); the training sets with the toy dataset's known landmarks and
-masks; the end-to-end test trains all four models on the toy data, exports
+masks; the end-to-end test trains all five models on the toy data, exports
 them to ONNX and runs ``HipAnalyzer.from_weights`` on a toy image.
 """
 
@@ -19,12 +19,18 @@ from models.inference.analyzer import HipAnalyzer
 from models.inference.crops import (
     FINE_HIP_SEGMENTS,
     FINE_LANDMARK_TYPES,
+    FINE_SEGMENTATION,
     Crop,
     landmark_type,
     make_level,
 )
-from models.inference.refine import FineLandmarkModel
-from models.training.crop_dataset import CropAugment, HipCropSet, LandmarkCropSet, load_fine_sample
+from models.inference.refine import FineLandmarkModel, FinePelvisModel
+from models.training.crop_dataset import (
+    CropAugment,
+    LandmarkCropSet,
+    SegmentCropSet,
+    load_fine_sample,
+)
 from models.training.dataset import list_samples, load_folder
 from models.training.export import export_model
 from models.training.toydata import toy_sample, write_toy_dataset
@@ -79,7 +85,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_landmark_crops_centre_the_landmark_and_mirror_the_left_side(toy: Path):
-    samples = [load_fine_sample(r, 1.0, False) for r in list_samples(toy)]
+    samples = [load_fine_sample(r, 1.0) for r in list_samples(toy)]
     data = LandmarkCropSet(samples, 96, 1.0, seed=0, aug=CropAugment.off())
     centre = (96 - 1) / 2
     head, trochanter = FINE_LANDMARK_TYPES.index("femoral_head_centre"), FINE_LANDMARK_TYPES.index("greater_trochanter")
@@ -97,13 +103,39 @@ def test_landmark_crops_centre_the_landmark_and_mirror_the_left_side(toy: Path):
 
 
 def test_hip_crops_hold_the_head_at_their_centre(toy: Path):
-    samples = [load_fine_sample(r, 1.0, True) for r in list_samples(toy)]
-    data = HipCropSet(samples, 48, 1.0, seed=0, aug=CropAugment.off())
+    task = FINE_SEGMENTATION["hip-fine"]
+    samples = [load_fine_sample(r, 1.0, task.source_keys) for r in list_samples(toy)]
+    data = SegmentCropSet(samples, task, 48, 1.0, seed=0, aug=CropAugment.off())
     assert len(data) == 2 * len(samples)
     item = data[1]
     head = item["masks"][FINE_HIP_SEGMENTS.index("femoral_head")]
     assert head[24, 24] == 1 and head[0, 0] == 0
     assert item["mask_valid"].tolist() == [1.0] * len(FINE_HIP_SEGMENTS)
+
+
+def test_pelvis_crops_sit_on_the_tuberosity_with_bone_above_it(toy: Path):
+    """Crops around each tuberosity carry the one pelvis mask, both sides (left mirrored) alike."""
+    task = FINE_SEGMENTATION["pelvis-fine"]
+    assert task.source_keys == ("pelvis",)
+    refs = list_samples(toy)
+    samples = [load_fine_sample(r, 1.0, task.source_keys) for r in refs]
+    data = SegmentCropSet(samples, task, 48, 1.0, seed=0, aug=CropAugment.off())
+    assert len(data) == 2 * len(samples)
+    with np.load(refs[0].npz) as z:
+        truth = z["pelvis"]
+    for index in range(2):  # sample 0, right then left
+        item = data[index]
+        assert item["masks"].shape == (1, 48, 48) and item["mask_valid"].tolist() == [1.0]
+        _, side = data.items[index]
+        x, y = samples[0].landmarks[f"ischial_tuberosity_{side}"]  # type: ignore[misc]
+        # the crop's centre pixel is the source mask at the tuberosity (nearest), and 8 px above it
+        for dy in (0, -8):
+            assert item["masks"][0, 24 + dy, 24] == truth[round(y) + dy, round(x)]
+
+
+def test_fine_sample_refuses_more_masks_than_its_bit_map_holds(toy: Path):
+    with pytest.raises(ValueError, match="at most 8"):
+        load_fine_sample(list_samples(toy)[0], 1.0, tuple(f"m{k}" for k in range(9)))
 
 
 def _train(task: str, toy: Path, out: Path, *extra: str) -> None:
@@ -130,12 +162,15 @@ def test_fine_stage_trains_exports_and_refines_the_analysis(toy12: Path, tmp_pat
     assert coarse.fine_landmarks is None and coarse.fine_hips is None
     _train("landmarks-fine", toy, weights / "landmarks_fine", "--size", "32", "--mm-per-px", "2.0")
     _train("hip-fine", toy, weights / "hip_fine", "--size", "32", "--mm-per-px", "2.0")
+    _train("pelvis-fine", toy, weights / "pelvis_fine", "--size", "32", "--mm-per-px", "2.0")
     manifest = json.loads((weights / "landmarks_fine" / "manifest.json").read_text())
     assert manifest["crop"]["mm_per_px"] == 2.0 and manifest["outputs"][0]["labels"] == list(FINE_LANDMARK_TYPES)
 
     analyzer = HipAnalyzer.from_weights(weights)
     assert isinstance(analyzer.fine_landmarks, FineLandmarkModel) and analyzer.fine_hips is not None
-    assert len(analyzer.models) == 4  # coarse and fine models (algorithms also lists the outline rule)
+    assert isinstance(analyzer.fine_pelvis, FinePelvisModel)
+    assert json.loads((weights / "pelvis_fine" / "manifest.json").read_text())["outputs"][0]["labels"] == ["pelvis"]
+    assert len(analyzer.models) == 5  # coarse and fine models (algorithms also lists the outline rule)
 
     class Radiograph:
         pixels = toy_sample(np.random.default_rng(5))[0] * 1000
@@ -145,13 +180,14 @@ def test_fine_stage_trains_exports_and_refines_the_analysis(toy12: Path, tmp_pat
 
     fine, plain = analyzer(Radiograph()), coarse(Radiograph())
     assert plain.not_analysable is None and fine.not_analysable is None, plain.not_analysable
-    assert "fine_landmarks" in fine.timings_ms and "fine_hips" in fine.timings_ms
+    assert {"fine_landmarks", "fine_hips", "fine_pelvis"} <= set(fine.timings_ms)
     present = {n for n, xy in plain.landmarks.items() if xy is not None}
     assert {n for n, xy in fine.landmarks.items() if xy is not None} <= present
     moved = [n for n in present if fine.landmarks[n] is not None and fine.landmarks[n] != plain.landmarks[n]]
     assert moved, "the fine model re-read no landmark"
     assert any((fine.masks[k] != plain.masks[k]).any() for k in ("femoral_head_right", "femoral_head_left")), \
         "the fine hip model changed no head mask"
+    assert (fine.masks["pelvis"] != plain.masks["pelvis"]).any(), "the fine pelvis model changed no pelvis pixel"
     # without a pixel spacing the crops cannot be cut in mm: the coarse result stands
     Radiograph.pixel_spacing_mm = None
     assert analyzer(Radiograph()).landmarks == coarse(Radiograph()).landmarks

@@ -180,3 +180,11 @@ def test_reader_labelled_versus_absent(tmp_path: Path):
     assert s.lm_labelled[gt] == 0
     assert s.lm_labelled[stem] == 1 and s.lm_present[stem] == 0  # pre-op: labelled absent
     assert s.image.shape == (64, 64) and 0.0 <= s.image.min() and s.image.max() <= 1.0
+
+
+def test_cli_task_list_is_the_trainers():
+    """The CLI keeps its own copy of the task names (parsing must not import torch); it must not drift."""
+    from models.training.train import TASKS
+    from node.commands.train import TASKS as CLI_TASKS
+
+    assert CLI_TASKS == TASKS
