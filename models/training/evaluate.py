@@ -250,12 +250,17 @@ def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None,
     return scores
 
 
+ROTATION_FINE_TASKS = ("landmarks-fine", "hip-fine")
+"""The fine stage of the reference pipeline; ``pelvis-fine`` is trainable but not part of it (no dependable
+held-out gain, docs/models.md session 17), so the rotation does not train it."""
+
+
 def rotation(data: Path, cfg_kwargs: dict[str, Any], out_dir: Path | None = None,
              only: list[str] | None = None, fine: bool = False) -> dict[str, Any]:
     """Train on all anatomies but one, test on that one, for each anatomy; returns the report dict.
 
-    ``fine``: also train the fine stage (``landmarks-fine``, ``hip-fine``, ``pelvis-fine``, at their default crop
-    grids) per fold.
+    ``fine``: also train the fine stage the reference weights have (:data:`ROTATION_FINE_TASKS`, at their
+    default crop grids) per fold.
     """
     from models.training.crop_dataset import load_fine_folder
     from models.training.dataset import list_samples, load_work_sample
@@ -283,7 +288,7 @@ def rotation(data: Path, cfg_kwargs: dict[str, Any], out_dir: Path | None = None
         train_samples = [work[r.name] for r in refs if str(r.meta.get("anatomy", "")) != held]
         base = Path(out_dir) / f"fold_{held}" if out_dir else Path(tempfile.mkdtemp(prefix="hipnode-eval-"))
         summaries = {}
-        for task in ("segment", "landmarks", *(FINE_TASKS if fine else ())):
+        for task in ("segment", "landmarks", *(ROTATION_FINE_TASKS if fine else ())):
             if task in FINE_TASKS:
                 cfg = TrainConfig(task=task, **{**cfg_kwargs, "size": int(FINE_DEFAULTS[task]["size"])})
                 crops_from = load_fine_folder(refs, task, float(cfg.mm_per_px or 0), {held})
