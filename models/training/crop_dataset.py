@@ -183,8 +183,9 @@ class LandmarkCropSet(Dataset):
 
 
 class SegmentCropSet(Dataset):
-    """One item per side whose ``task.centre`` landmark is present: a crop around it (jittered) with the
-    task's segments (a hip's head, roof, joint space, implant; or the pelvis around a tuberosity)."""
+    """One item per side whose ``task.centre`` landmark is present and that has at least one of the task's
+    masks: a crop around it (jittered) with the task's segments (a hip's head, roof, joint space, implant;
+    or the pelvis around a tuberosity). A side with no mask would teach nothing (its loss weight is 0)."""
 
     def __init__(self, samples: list[FineSample], task: FineSegmentation, size: int, mm_per_px: float, seed: int,
                  aug: CropAugment) -> None:
@@ -192,7 +193,8 @@ class SegmentCropSet(Dataset):
         self.seed, self.aug = seed, aug
         self.epoch = 0
         self.items = [(i, side) for i, s in enumerate(samples) for side in SIDES
-                      if s.mask_bits is not None and s.landmarks.get(f"{task.centre}_{side}") is not None]
+                      if s.landmarks.get(f"{task.centre}_{side}") is not None
+                      and any(s.has_mask(task.source_key(seg, side)) for seg in task.segments)]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -135,7 +135,8 @@ def train_fine(
     else:
         data = LandmarkCropSet(samples, cfg.size, mm, cfg.seed, aug, cfg.disc_radius_px)
     if not len(data):
-        raise ValueError("no training crops: no sample has the landmarks this model needs")
+        raise ValueError("no training crops: no sample has the landmarks (and, for a segmentation, the masks) "
+                         "this model needs")
     return fit(data, cfg, on_epoch)
 
 

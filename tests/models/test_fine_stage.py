@@ -133,6 +133,23 @@ def test_pelvis_crops_sit_on_the_tuberosity_with_bone_above_it(toy: Path):
             assert item["masks"][0, 24 + dy, 24] == truth[round(y) + dy, round(x)]
 
 
+def test_pelvis_fine_without_pelvis_masks_is_refused_not_trained_on_nothing(toy: Path, tmp_path: Path):
+    """A folder whose samples lack the task's masks gives a clear error (exit 2), not a model trained at zero loss."""
+    data = tmp_path / "no_pelvis"
+    data.mkdir()
+    (data / "dataset.json").write_text((toy / "dataset.json").read_text())
+    for ref in list_samples(toy)[:3]:
+        with np.load(ref.npz) as z:
+            np.savez(data / ref.npz.name, **{k: z[k] for k in z.files if k != "pelvis"})
+        (data / f"{ref.name}.json").write_text(json.dumps(ref.meta))
+    task = FINE_SEGMENTATION["pelvis-fine"]
+    samples = [load_fine_sample(r, 1.0, task.source_keys) for r in list_samples(data)]
+    assert len(SegmentCropSet(samples, task, 48, 1.0, seed=0, aug=CropAugment.off())) == 0
+    rc = main(["train", "pelvis-fine", "--data", str(data), "--out", str(tmp_path / "w"), "--epochs", "1",
+               "--size", "32", "--mm-per-px", "2.0", "--threads", "1"])
+    assert rc == 2 and not (tmp_path / "w" / "model.onnx").exists()
+
+
 def test_fine_sample_refuses_more_masks_than_its_bit_map_holds(toy: Path):
     with pytest.raises(ValueError, match="at most 8"):
         load_fine_sample(list_samples(toy)[0], 1.0, tuple(f"m{k}" for k in range(9)))
