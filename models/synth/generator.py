@@ -11,7 +11,7 @@ through :mod:`models.algorithms.measurements`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -608,6 +608,10 @@ class Pair:
     post: Exam
     points_pre: np.ndarray
     points_post: np.ndarray
+    # The post-op landmarks as a post-op film taken with the pre-op exam's pelvis pose (and the
+    # post-op femur poses) would show them: the physical truth of the pre/post deltas, which no
+    # 2D alignment of the two films reproduces exactly once the pelvis turned out of plane.
+    post_in_pre_pose: dict[str, tuple[float, float] | None] | None = None
 
 
 def ring_correspondences(patient: Patient, pre: Exam, post: Exam, minimum: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -626,7 +630,12 @@ def render_pair(anatomy: Anatomy, rng: np.random.Generator, size_px: int | None 
     roll = rng.random()
     sides = ("right", "left") if roll < 0.2 else (("right",) if roll < 0.6 else ("left",))
     patient = sample_patient(anatomy, rng, sides)
-    pre = render_exam(patient, sample_pose(rng), "pre", size_px, rng)
-    post = render_exam(patient, sample_pose(rng), "post", size_px, rng)
+    pre_pose = sample_pose(rng)
+    pre = render_exam(patient, pre_pose, "pre", size_px, rng)
+    post_pose = sample_pose(rng)
+    post = render_exam(patient, post_pose, "post", size_px, rng)
     pts_pre, pts_post = ring_correspondences(patient, pre, post)
-    return Pair(pre, post, pts_pre, pts_post)
+    # Its own generator: the pair's images and identities stay what they were without it.
+    seen_as_pre = render_exam(patient, replace(pre_pose, femur_deg=post_pose.femur_deg), "post", size_px,
+                              np.random.default_rng(0), processing=pre.processing)
+    return Pair(pre, post, pts_pre, pts_post, seen_as_pre.landmarks)

@@ -107,9 +107,19 @@ def _write_pairs(args: argparse.Namespace, labels: list[str]) -> int:
     return 0
 
 
+def _pose_change(pair) -> dict[str, float] | None:
+    """Post-op minus pre-op pelvic tilt, obliquity and rotation: how far apart the two films' views are."""
+    poses = [exam.info.get("pose") for exam in (pair.pre, pair.post)]
+    key = "pelvis_tilt_obliquity_rotation_deg"
+    if not all(isinstance(p, dict) and key in p for p in poses):
+        return None  # CT pairs: one rigid body, posed by their own angles
+    change = np.subtract(poses[1][key], poses[0][key])
+    return dict(zip(("tilt", "obliquity", "rotation"), (float(v) for v in change)))
+
+
 def write_pair(pair, folder: Path, seed: int, index: int, modality: str, rng: np.random.Generator) -> None:
     """Write one pair's DICOM, ground-truth JSON, mask NPZ and ``pair.json``."""
-    from models.algorithms.measurements import delta_measurements
+    from models.algorithms.deltas import aligned_deltas
     from models.synth.dicom_writer import exam_dataset, identity_for
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +139,10 @@ def write_pair(pair, folder: Path, seed: int, index: int, modality: str, rng: np
     pair_json = {
         "pelvis_points_pre": [[float(x), float(y)] for x, y in pair.points_pre],
         "pelvis_points_post": [[float(x), float(y)] for x, y in pair.points_post],
-        "delta_measurements": delta_measurements(pair.pre.measurements, pair.post.measurements),
+        # Physical truth: the post-op state seen with the pre-op pelvis pose, in the pre-op frame.
+        "delta_measurements": (None if pair.post_in_pre_pose is None else aligned_deltas(
+            pair.pre.landmarks, pair.post_in_pre_pose, np.eye(3), pair.pre.pixel_spacing_mm)),
+        "pelvis_pose_change_deg": _pose_change(pair),
         "anatomy": pair.pre.info.get("anatomy"),
     }
     (folder / "pair.json").write_text(json.dumps(pair_json, indent=1))

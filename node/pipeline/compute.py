@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from pydicom.dataset import Dataset
 
-from models.algorithms.deltas import aligned_deltas
+from models.algorithms.deltas import DELTA_RULE, pre_post_deltas
 from models.algorithms.results import ImageAnalysis, PairAlignment
 from models.algorithms.vocabulary import DELTA_MEASUREMENTS, SIDES
 from node.imaging import Radiograph
@@ -145,6 +145,7 @@ def align(
         chosen = CachedFeaturesMatcher(chosen, features, pre.dataset.SOPInstanceUID, post.dataset.SOPInstanceUID)
     alignment = align_pair(pre.radiograph.pixels, post.radiograph.pixels, p_pre, p_post, method, chosen)
     alignment.timings_ms["pelvis_probability"] = probability_ms
+    alignment.algorithms = (*alignment.algorithms, DELTA_RULE)  # the pair's results carry its deltas
     return alignment
 
 
@@ -193,6 +194,18 @@ def deltas_for_sides(deltas: Mapping[str, float | None], sides: Iterable[str]) -
     return kept
 
 
+def pair_deltas(
+    pre: AnalysedImage, post: AnalysedImage, alignment: PairAlignment, sides: Iterable[str] = SIDES
+) -> dict[str, float | None]:
+    """The pair's ``delta_*`` (post minus pre, mm, pre-op frame) for ``sides``; None where unmeasurable."""
+    deltas: dict[str, float | None] = {name: None for name in DELTA_MEASUREMENTS}
+    spacing = pre.analysis.pixel_spacing_mm or pre.radiograph.pixel_spacing_mm
+    if alignment.homography is not None and spacing is not None:
+        deltas = pre_post_deltas(pre.analysis.landmarks, post.analysis.landmarks, alignment.homography, spacing,
+                                 post.analysis.pixel_spacing_mm or post.radiograph.pixel_spacing_mm)
+    return deltas_for_sides(deltas, sides)
+
+
 def pair_result_datasets(
     pre: AnalysedImage, post: AnalysedImage, alignment: PairAlignment, sides: Iterable[str] = SIDES
 ) -> tuple[list[tuple[str, Dataset]], dict[str, float | None]]:
@@ -201,15 +214,9 @@ def pair_result_datasets(
     from node.results import encode_pair_results, result_kind
 
     cdm = None
-    deltas: dict[str, float | None] = {name: None for name in DELTA_MEASUREMENTS}
     if alignment.homography is not None:
         cdm = colour_difference_map(pre.radiograph.pixels, post.radiograph.pixels, alignment.homography)
-        spacing = pre.analysis.pixel_spacing_mm or pre.radiograph.pixel_spacing_mm
-        if spacing is not None:
-            deltas = aligned_deltas(
-                pre.analysis.landmarks, post.analysis.landmarks, alignment.homography, spacing
-            )
-    deltas = deltas_for_sides(deltas, sides)
+    deltas = pair_deltas(pre, post, alignment, sides)
     datasets = encode_pair_results(
         pre.dataset, post.dataset, pre.analysis, post.analysis, alignment, cdm, deltas,
         pre_pixels=pre.radiograph.pixels, post_pixels=post.radiograph.pixels,

@@ -1,10 +1,10 @@
-"""Pre/post deltas in one frame through the pelvis homography."""
+"""Pre/post deltas: hip centres in one frame through the pelvis homography, femur measures per film."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from models.algorithms.deltas import aligned_deltas, map_landmarks
+from models.algorithms.deltas import PER_FILM_DELTAS, aligned_deltas, map_landmarks, pre_post_deltas
 from models.algorithms.vocabulary import DELTA_MEASUREMENTS
 
 PRE = {
@@ -51,3 +51,30 @@ def test_lengthened_right_leg_and_lateralised_hip() -> None:
 def test_missing_landmark_gives_none() -> None:
     post = map_landmarks({**PRE, "lesser_trochanter_left": None}, np.eye(3))
     assert aligned_deltas(PRE, post, np.eye(3), (1.0, 1.0))["delta_leg_length_discrepancy"] is None
+
+
+def test_femur_measures_come_from_each_film_hip_centres_through_the_pelvis() -> None:
+    """An imperfect pelvis homography (out-of-plane turn) moves mapped femur landmarks; per film it cannot."""
+    truth = np.array([[1.0, 0.0, 12.0], [0.0, 1.0, -7.0], [0.0, 0.0, 1.0]])
+    post = _moved(truth, {"lesser_trochanter_left": (0.0, 6.0), "femoral_head_centre_right": (0.0, -4.0)})
+    shear = np.array([[1.0, 0.0, 0.0], [0.02, 1.0, -4.0], [0.0, 0.0, 1.0]])  # right side up, left down
+    estimate = truth @ shear
+    mapped = aligned_deltas(PRE, post, estimate, (0.5, 0.5))
+    deltas = pre_post_deltas(PRE, post, estimate, (0.5, 0.5), (0.5, 0.5))
+    # the left trochanter 6 px (3 mm) lower: left leg 3 mm longer, read off each film alone
+    assert np.isclose(deltas["delta_leg_length_discrepancy"], -3.0)
+    assert abs(mapped["delta_leg_length_discrepancy"] + 3.0) > 1.0  # the mapping's shear shows in it
+    assert np.isclose(deltas["delta_femoral_offset_left"], 0.0, atol=1e-9)  # head and shaft unchanged on the film
+    for name in ("delta_hip_centre_height_right", "delta_hip_centre_lateral_left"):
+        assert deltas[name] == mapped[name]  # hip centres: through the pelvis
+
+
+def test_per_film_deltas_use_each_films_own_calibration() -> None:
+    post = dict(PRE)
+    deltas = pre_post_deltas(PRE, post, np.eye(3), (0.5, 0.5), (0.6, 0.6))
+    own = {name: deltas[name] for name in PER_FILM_DELTAS}
+    # the same pixels at a coarser calibration: offsets grow by 20%, leg length (0 px) stays 0
+    assert np.isclose(own["delta_leg_length_discrepancy"], 0.0, atol=1e-9)
+    assert own["delta_femoral_offset_right"] > 0.5 and own["delta_femoral_offset_left"] > 0.5
+    assert all(abs(deltas[n]) < 1e-9 for n in deltas if n not in PER_FILM_DELTAS)
+    assert pre_post_deltas(PRE, post, np.eye(3), (0.5, 0.5), None) == aligned_deltas(PRE, post, np.eye(3), (0.5, 0.5))

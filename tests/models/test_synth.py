@@ -19,7 +19,7 @@ import pytest
 from scipy import ndimage
 
 from models.algorithms.measurements import compute_measurements
-from models.algorithms.vocabulary import LANDMARKS, MEASUREMENTS, SEGMENTS
+from models.algorithms.vocabulary import DELTA_MEASUREMENTS, LANDMARKS, MEASUREMENTS, SEGMENTS
 from models.synth.reference_data import label_map
 from node.cli import main
 
@@ -219,6 +219,49 @@ def test_pair_points_are_the_same_bone_in_both_images(out: Path) -> None:
             on_bone = [_near(masks["pelvis"], p, 2) for p in seen]
             assert len(seen) >= 0.5 * len(pts) and np.mean(on_bone) > 0.9
         assert np.abs(a - b).max() > 2.0  # the pose really changed
+
+
+def test_pair_deltas_are_the_post_op_state_seen_with_the_pre_op_pelvis_pose(out: Path) -> None:
+    """``pair.json``'s deltas: a native hip does not move against its pelvis, a replaced one does."""
+    for folder in _pairs(out):
+        pair = json.loads((folder / "pair.json").read_text())
+        post_gt = json.loads((folder / "post.json").read_text())
+        deltas, change = pair["delta_measurements"], pair["pelvis_pose_change_deg"]
+        assert set(deltas) == set(DELTA_MEASUREMENTS)
+        assert max(abs(v) for v in change.values()) > 0.5  # two different views of the pelvis
+        for side in ("right", "left"):
+            centre = [deltas.get(f"delta_hip_centre_{a}_{side}") for a in ("height", "lateral")]
+            if None in centre:
+                continue
+            if side in post_gt["implants"]:
+                assert max(abs(v) for v in centre) > 0.05
+            else:
+                assert max(abs(v) for v in centre) < 1e-6
+
+
+def test_with_the_same_pelvis_pose_the_post_op_film_is_the_delta_truth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same pelvis pose in both exams: the truth's post-op landmarks are the post-op film's own."""
+    from models.synth import generator
+    from models.synth.anatomy import load_anatomy
+
+    sample_pose = generator.sample_pose
+    fixed = sample_pose(np.random.default_rng(5))
+
+    def same_pelvis(rng: np.random.Generator):
+        femurs = sample_pose(rng).femur_deg  # the femurs still move between the exams
+        return generator.replace(fixed, femur_deg=femurs)
+
+    monkeypatch.setattr(generator, "sample_pose", same_pelvis)
+    pair = generator.render_pair(load_anatomy(str(LABELS)), np.random.default_rng(3), 384)
+    compared = 0
+    for name, point in pair.post.landmarks.items():
+        seen = pair.post_in_pre_pose[name]
+        if point is None or seen is None:
+            continue  # the two films' collimation may differ
+        assert np.allclose(point, seen, atol=1e-6), name
+        compared += 1
+    assert compared >= 15
+    assert pair.post.landmarks != pair.pre.landmarks
 
 
 def test_dataset_builder_writes_training_format(tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ def test_sparse_compressed_monochrome1_source(tmp_path: Path) -> None:
 
 def test_real_colour_difference_map_and_deltas_encode(tmp_path: Path) -> None:
     """The align stage's CDM and the deltas module's output go straight into the encoders."""
-    from models.algorithms.deltas import aligned_deltas
+    from models.algorithms.deltas import pre_post_deltas
     from models.align.cdm import colour_difference_map
     from node.imaging import radiograph_from_dataset
 
@@ -157,7 +157,8 @@ def test_real_colour_difference_map_and_deltas_encode(tmp_path: Path) -> None:
     alignment = make_alignment()
     pre_px, post_px = radiograph_from_dataset(pre).pixels, radiograph_from_dataset(post).pixels
     cdm = colour_difference_map(pre_px, post_px, alignment.homography)
-    deltas = aligned_deltas(pre_a.landmarks, post_a.landmarks, alignment.homography, pre_a.pixel_spacing_mm)
+    deltas = pre_post_deltas(pre_a.landmarks, post_a.landmarks, alignment.homography, pre_a.pixel_spacing_mm,
+                             post_a.pixel_spacing_mm)
     results = encode_pair_results(
         pre, post, pre_a, post_a, alignment, cdm, deltas, pre_pixels=pre_px, post_pixels=post_px
     )
