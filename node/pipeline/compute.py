@@ -197,7 +197,7 @@ def deltas_for_sides(deltas: Mapping[str, float | None], sides: Iterable[str]) -
 def pair_deltas(
     pre: AnalysedImage, post: AnalysedImage, alignment: PairAlignment, sides: Iterable[str] = SIDES
 ) -> dict[str, float | None]:
-    """The pair's ``delta_*`` (post minus pre, mm, pre-op frame) for ``sides``; None where unmeasurable."""
+    """The pair's ``delta_*`` (post minus pre, mm; ``pre_post_deltas``) for ``sides``; None where unmeasurable."""
     deltas: dict[str, float | None] = {name: None for name in DELTA_MEASUREMENTS}
     spacing = pre.analysis.pixel_spacing_mm or pre.radiograph.pixel_spacing_mm
     if alignment.homography is not None and spacing is not None:

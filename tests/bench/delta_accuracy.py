@@ -1,16 +1,17 @@
 """How close the node's pre/post deltas come to the truth, by how far apart the two films' views are.
 
-The node maps the post-op landmarks into the pre-op film through the pelvis
-alignment and measures both there (``models/algorithms/deltas.py``). Two truths
-are compared, from ``hipnode synth`` pair folders:
+The node maps the post-op hip centres into the pre-op film through the pelvis
+alignment and measures leg length and offset in each film on its own
+(``models/algorithms/deltas.py``). Two truths are compared, from ``hipnode
+synth`` pair folders:
 
 * **physical** (``pair.json`` ``delta_measurements``): the post-op state
   rendered with the pre-op exam's pelvis pose, measured against the pre-op
   film. What the surgeon wants to know. Once the pelvis turned out of plane
   between the exams no 2D mapping reproduces it, so it bounds every method.
-* **ring fit**: the true landmarks of both films mapped through the homography
-  fitted to the true pelvic-ring points: what the 2D method would give with
-  perfect landmarks and the best homography over the whole ring.
+* **ring fit**: the node's rule on the true landmarks of both films, with the
+  homography fitted to the true pelvic-ring points: what the 2D method gives
+  with perfect landmarks and the best homography over the whole ring.
 
 Hip-centre deltas follow material points (head or cup centre); the leg-length
 and offset deltas also carry how their landmarks are read off each film (the
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", nargs="+", type=Path, help="folders of hipnode synth pair folders")
     args = parser.parse_args(argv)
 
-    from models.algorithms.deltas import aligned_deltas
+    from models.algorithms.deltas import pre_post_deltas
     from models.align.homography import weighted_normalized_dlt
     from node.imaging import load_radiograph
     from node.pipeline.compute import align, analyse, pair_deltas
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         measured = pair_deltas(pre, post, alignment)
         ring_h = weighted_normalized_dlt(np.asarray(pair["pelvis_points_pre"]), np.asarray(pair["pelvis_points_post"]))
-        ring_truth = aligned_deltas(truth["pre"]["landmarks"], truth["post"]["landmarks"], ring_h,
-                                    truth["pre"]["pixel_spacing_mm"])
+        ring_truth = pre_post_deltas(truth["pre"]["landmarks"], truth["post"]["landmarks"], ring_h,
+                                     truth["pre"]["pixel_spacing_mm"], truth["post"]["pixel_spacing_mm"])
         physical.append(_errors(measured, pair["delta_measurements"]))
         ring.append(_errors(measured, ring_truth))
         modest.append(abs(change["tilt"]) <= MODEST_TILT_DEG and abs(change["rotation"]) <= MODEST_ROTATION_DEG)
