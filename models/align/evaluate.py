@@ -39,6 +39,7 @@ class EvalPair:
     spacing_mm: float  # post-op pixel spacing (mean of row and column)
     probabilities: dict[str, tuple[np.ndarray, np.ndarray]]  # source -> (p_pre, p_post)
     metal: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+    refusals: dict[str, str] = field(default_factory=dict)  # source -> why `hipnode align` refuses the pair with it
 
 
 @dataclass
@@ -101,6 +102,10 @@ def evaluate(
             match_seconds = time.perf_counter() - start
             report.match_seconds.setdefault(matcher.name, []).append(match_seconds)
             for weighting, (p_pre, p_post) in pair.probabilities.items():
+                if (refusal := pair.refusals.get(weighting)) is not None:  # counted as the command counts it
+                    report.outcomes.extend(Outcome(pair.name, matcher.name, weighting, method, None, None, None,
+                                                   refusal, match_seconds) for method in methods)
+                    continue
                 for method in methods:
                     base, method_settings = ABLATIONS.get(method, (method, settings))
                     start = time.perf_counter()
@@ -234,14 +239,15 @@ def format_table(rows: list[dict[str, object]], title: str) -> str:
 def load_pair_folder(
     folder: Path | str, read_pixels: Callable[[Path], tuple[np.ndarray, tuple[float, float] | None]],
     weightings: Sequence[str] = ("oracle", "classical_stand_in"),
-    model_probability: Callable[[np.ndarray, tuple[float, float] | None], np.ndarray] | None = None,
+    model_probability: Callable[[np.ndarray, tuple[float, float] | None], tuple[np.ndarray, str | None]] | None = None,
 ) -> EvalPair:
     """Read one ``hipnode synth`` pair folder (pre.dcm, post.dcm, *_masks.npz, pair.json).
 
     ``read_pixels`` decodes a DICOM file (the node's reader; models never
     import pydicom). Weighting ``oracle`` is the ground-truth pelvis mask
     smoothed into a probability; ``classical_stand_in`` the classical prior;
-    ``segmentation_model`` calls ``model_probability``.
+    ``segmentation_model`` calls ``model_probability``, which returns the map
+    and the reason the model refuses the image (None when it does not).
     """
     import json
 
@@ -254,6 +260,7 @@ def load_pair_folder(
     pre, spacing_pre = read_pixels(path / "pre.dcm")
     post, spacing = read_pixels(path / "post.dcm")
     probabilities: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    refusals: dict[str, str] = {}
     for weighting in weightings:
         if weighting == "oracle":
             with np.load(path / "pre_masks.npz") as m_pre, np.load(path / "post_masks.npz") as m_post:
@@ -261,8 +268,12 @@ def load_pair_folder(
         elif weighting == "classical_stand_in":
             probabilities[weighting] = (classical_pelvis_probability(pre), classical_pelvis_probability(post))
         elif weighting == "segmentation_model" and model_probability is not None:
-            probabilities[weighting] = (model_probability(pre, spacing_pre), model_probability(post, spacing))
+            (p_pre, problem_pre), (p_post, problem_post) = model_probability(pre, spacing_pre), model_probability(post, spacing)
+            probabilities[weighting] = (p_pre, p_post)
+            for name, problem in (("pre-op", problem_pre), ("post-op", problem_post)):
+                if problem is not None and weighting not in refusals:
+                    refusals[weighting] = f"{name} image: {problem}"
         else:
             raise ValueError(f"unknown or unavailable weighting {weighting!r}")
     spacing_mm = float(np.mean(spacing)) if spacing is not None else float("nan")
-    return EvalPair(path.name, pre, post, points_pre, points_post, spacing_mm, probabilities)
+    return EvalPair(path.name, pre, post, points_pre, points_post, spacing_mm, probabilities, refusals=refusals)

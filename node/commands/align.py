@@ -3,9 +3,10 @@
 Aligns the pre-op radiograph onto the post-op one through the pelvis and
 writes the homography (PRE pixels -> POST pixels) and, when asked, LinAlign's
 colour difference map. When the alignment cannot be trusted (unreadable file,
-different patients, not a pelvis image, no pelvis found, too few matches or
-inliers, degenerate homography) the JSON holds ``"failure": "<reason>"``, no
-CDM is written (an old one at that path is removed) and the exit status is 3.
+different patients, not a pelvis image, no pelvis with a hip found by the
+segmentation, too few matches or inliers, degenerate homography) the JSON
+holds ``"failure": "<reason>"``, no CDM is written (an old one at that path
+is removed) and the exit status is 3.
 
 Exit status: 0 aligned; 3 no trustworthy alignment; 1 input missing or output
 not writable.
@@ -17,6 +18,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,28 +45,48 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, help="weights root holding segment/ (default: committed weights)")
 
 
-def pelvis_probability(pixels: np.ndarray, spacing_mm: tuple[float, float] | None,
-                       weights: Path | None = None) -> tuple[np.ndarray, str]:
-    """Pelvis probability on the image grid and where it came from.
+@dataclass(frozen=True)
+class PelvisMap:
+    """One image's pelvis probability, where it came from, and why the segmentation refuses the image."""
+
+    probability: np.ndarray
+    source: str  # "segmentation_model" or "classical_stand_in"
+    problem: str | None = None
+
+
+def pelvis_map(pixels: np.ndarray, spacing_mm: tuple[float, float] | None, weights: Path | None = None) -> PelvisMap:
+    """Pelvis probability on the image grid, and the analysis's content check on the same segmentation.
 
     The one plug-in point for the segmentation model (issue 4): its ``pelvis``
-    map resampled to the source grid. Without installed weights, the classical
-    stand-in is used and the output says so.
+    map resampled to the source grid. ``problem`` is the reason
+    ``hipnode analyze`` would give for an image it finds no pelvis with a hip
+    in: such an image never reaches the node's pair job, and a pelvis map the
+    model draws on it is off its domain (a real CT's upper pelvis, cut above
+    the hips: `ours` failed 11 of 16 pairs there, docs/align.md). Without
+    installed weights, the classical stand-in is used and the output says so.
     """
     from models.align.pelvis_prior import classical_pelvis_probability
 
     try:
+        from models.inference.analyzer import content_problem
         from models.inference.runtime import ModelUnavailable
         from models.inference.segmentation import SegmentationModel
     except ImportError:
-        return classical_pelvis_probability(pixels), "classical_stand_in"
+        return PelvisMap(classical_pelvis_probability(pixels), "classical_stand_in")
     try:
         model = SegmentationModel(weights / "segment") if weights is not None else SegmentationModel()
         output = model(pixels, spacing_mm)
     except ModelUnavailable as exc:
         log.warning("segmentation model unavailable; classical pelvis stand-in used", extra={"reason": str(exc)})
-        return classical_pelvis_probability(pixels), "classical_stand_in"
-    return output.source_probability("pelvis"), "segmentation_model"
+        return PelvisMap(classical_pelvis_probability(pixels), "classical_stand_in")
+    return PelvisMap(output.source_probability("pelvis"), "segmentation_model", content_problem(output))
+
+
+def pelvis_probability(pixels: np.ndarray, spacing_mm: tuple[float, float] | None,
+                       weights: Path | None = None) -> tuple[np.ndarray, str]:
+    """:func:`pelvis_map` without the content check: (probability, source)."""
+    found = pelvis_map(pixels, spacing_mm, weights)
+    return found.probability, found.source
 
 
 def pair_problem(pre_ds: object, post_ds: object) -> str | None:
@@ -119,9 +141,14 @@ def run(args: argparse.Namespace) -> int:
         return _fail(args, problem)
     read_ms = 1000 * (time.perf_counter() - started)
     start = time.perf_counter()
-    p_pre, source = pelvis_probability(pre.pixels, pre.pixel_spacing_mm, args.weights)
-    p_post, _ = pelvis_probability(post.pixels, post.pixel_spacing_mm, args.weights)
+    map_pre = pelvis_map(pre.pixels, pre.pixel_spacing_mm, args.weights)
+    map_post = pelvis_map(post.pixels, post.pixel_spacing_mm, args.weights)
     pelvis_ms = 1000 * (time.perf_counter() - start)
+    source = map_pre.source
+    for name, found in (("pre-op", map_pre), ("post-op", map_post)):
+        if found.problem is not None:  # what hipnode analyze says of it: not an AP pelvis the model knows
+            return _fail(args, f"{name} image: {found.problem}", {"pelvis_probability_source": source})
+    p_pre, p_post = map_pre.probability, map_post.probability
     # The pelvis-outline prior of "ours" needs a real segmentation; the classical
     # stand-in's maps are mostly a fixed spatial prior and would pull towards identity.
     settings = AlignSettings(pelvis_prior=source == "segmentation_model")

@@ -94,13 +94,14 @@ def run(args: argparse.Namespace) -> int:
         weightings = tuple(args.weighting or ("oracle", "classical_stand_in"))
         model_probability = None
         if "segmentation_model" in weightings:
-            from node.commands.align import pelvis_probability
+            from node.commands.align import pelvis_map
 
-            def model_probability(pixels: np.ndarray, spacing: tuple[float, float] | None) -> np.ndarray:
-                probability, source = pelvis_probability(pixels, spacing)
-                if source != "segmentation_model":
+            def model_probability(pixels: np.ndarray, spacing: tuple[float, float] | None
+                                  ) -> tuple[np.ndarray, str | None]:
+                found = pelvis_map(pixels, spacing)
+                if found.source != "segmentation_model":
                     raise ValueError("no segmentation model weights are installed")
-                return probability
+                return found.probability, found.problem
 
         try:
             pairs = (load_pair_folder(f, _read_pixels, weightings, model_probability) for f in folders)

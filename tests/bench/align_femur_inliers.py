@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'pair':<24}{'inliers':>8}{'pelvis':>8}{'femur':>7}{'other':>7}{'plain':>8}{'weighted':>9}  (x best)")
     for folder in sorted(f for d in args.data for f in d.iterdir() if (f / "pair.json").is_file()):
         pair = load_pair_folder(folder, _read_pixels, ("segmentation_model",),
-                                lambda px, sp: pelvis_probability(px, sp)[0])
+                                lambda px, sp: (pelvis_probability(px, sp)[0], None))
         p_pre, p_post = pair.probabilities["segmentation_model"]
         matches = matcher.match(pair.pre, pair.post)
         best = mean_radial_error(fit_geometric(pair.points_pre, pair.points_post), pair.points_pre, pair.points_post)

@@ -25,6 +25,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "other_patient": write_dx(root / "other.dcm", pair.post, patient_id="SOMEONE-ELSE"),
         "chest": write_dx(root / "chest.dcm", pair.post, body_part="CHEST"),
         "blank": write_dx(root / "blank.dcm", np.zeros_like(pair.post) + np.eye(*pair.post.shape)),
+        # the iliac wings only, cut above the hips (as a real CT's upper pelvis was, docs/align.md):
+        # hipnode analyze finds no pelvis with a hip, so the model's pelvis map is off its domain
+        "upper_pre": write_dx(root / "upper_pre.dcm", pair.pre[: int(0.45 * pair.pre.shape[0])]),
+        "upper_post": write_dx(root / "upper_post.dcm", pair.post[: int(0.45 * pair.post.shape[0])]),
     }
 
 
@@ -56,7 +60,8 @@ def test_align_writes_homography_and_cdm(files, tmp_path: Path) -> None:
     [
         ("pre", "other_patient", "different patients"),
         ("pre", "chest", "not a pelvis or hip"),
-        ("blank", "post", "no pelvis found in the pre-op image"),
+        ("blank", "post", "pre-op image: no pelvis found"),
+        ("upper_pre", "upper_post", "pre-op image: no femoral head or hip implant found"),
     ],
 )
 def test_refused_pairs_write_reason_and_no_cdm(files, tmp_path: Path, pre_key: str, post_key: str, reason: str) -> None:
