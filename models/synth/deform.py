@@ -55,10 +55,29 @@ def identity() -> Deformation:
     return Deformation(np.zeros((0, 3)), np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3)))
 
 
-def sample_deformation(rng: np.random.Generator, fixed_mm: np.ndarray, amplitude_mm: float = 3.0) -> Deformation:
-    """Three random waves of 120-250 mm wavelength, each up to ``amplitude_mm`` per axis."""
+LOCAL_WAVES = 4
+LOCAL_WAVELENGTH_MM = (40.0, 80.0)
+"""Opt-in local shape variation: waves short enough to reshape a tuberosity or a trochanter, not the whole
+pelvis. At 2 mm amplitude (the command's limit) each stretches bone by at most 2 pi 2 / 40 = 31%; all seven
+waves together squeezed some spot of the pelvis to a quarter of its volume in the worst of 100 patients
+(Jacobian determinant 0.25; 0.06 at 3 mm), and never turned it inside out."""
+
+
+def sample_deformation(rng: np.random.Generator, fixed_mm: np.ndarray, amplitude_mm: float = 3.0,
+                       local_amplitude_mm: float = 0.0) -> Deformation:
+    """Three random waves of 120-250 mm wavelength, each up to ``amplitude_mm`` per axis, plus, when
+    ``local_amplitude_mm`` > 0, :data:`LOCAL_WAVES` of 40-80 mm up to that amplitude (drawn after the
+    others, so a zero amplitude leaves every draw and every image as before)."""
     k = 3
     directions = rng.normal(size=(k, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     waves = directions * (2 * np.pi / rng.uniform(120.0, 250.0, k))[:, None]
-    return Deformation(waves, rng.uniform(0, 2 * np.pi, k), rng.uniform(-amplitude_mm, amplitude_mm, (k, 3)), np.asarray(fixed_mm, float))
+    phases, amplitudes = rng.uniform(0, 2 * np.pi, k), rng.uniform(-amplitude_mm, amplitude_mm, (k, 3))
+    if local_amplitude_mm > 0:
+        local = rng.normal(size=(LOCAL_WAVES, 3))
+        local /= np.linalg.norm(local, axis=1, keepdims=True)
+        local *= (2 * np.pi / rng.uniform(*LOCAL_WAVELENGTH_MM, LOCAL_WAVES))[:, None]
+        waves = np.vstack([waves, local])
+        phases = np.concatenate([phases, rng.uniform(0, 2 * np.pi, LOCAL_WAVES)])
+        amplitudes = np.vstack([amplitudes, rng.uniform(-local_amplitude_mm, local_amplitude_mm, (LOCAL_WAVES, 3))])
+    return Deformation(waves, phases, amplitudes, np.asarray(fixed_mm, float))

@@ -136,7 +136,8 @@ def image_geometry(size_px: int | None, sid_mm: float, oid_mm: float) -> Geometr
     return Geometry(sid_mm=sid_mm, sod_mm=sid_mm - oid_mm, pitch_mm=pitch, rows=rows, cols=cols)
 
 
-def sample_patient(anatomy: Anatomy, rng: np.random.Generator, implant_sides: tuple[str, ...]) -> Patient:
+def sample_patient(anatomy: Anatomy, rng: np.random.Generator, implant_sides: tuple[str, ...],
+                   local_shape_mm: float = 0.0) -> Patient:
     """Size, soft tissue build and arthroplasty plan of one synthetic patient."""
     scale = rng.uniform(0.9, 1.1) * rng.uniform(0.97, 1.03, 3)
     plans = {}
@@ -156,7 +157,9 @@ def sample_patient(anatomy: Anatomy, rng: np.random.Generator, implant_sides: tu
         )
     fixed = np.array([anatomy.femur_geometry[s].head_centre for s in SIDES])
     narrowing = {s: float(rng.uniform(0.0, 1.5)) for s in SIDES}
-    return Patient(anatomy, scale, float(rng.uniform(0.7, 1.4)), plans, sample_deformation(rng, fixed), narrowing)
+    fat_scale = float(rng.uniform(0.7, 1.4))
+    deform = sample_deformation(rng, fixed, local_amplitude_mm=local_shape_mm)
+    return Patient(anatomy, scale, fat_scale, plans, deform, narrowing)
 
 
 def sample_pose(rng: np.random.Generator) -> ExamPose:

@@ -35,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", choices=("DX", "CR"), default="DX", help="DX For Presentation (default) or CR")
     parser.add_argument("--dataset", metavar="DIR", help="build a training dataset (docs/training-data.md) instead of pairs")
     parser.add_argument("--samples", type=int, default=100, help="dataset samples (with --dataset)")
+    parser.add_argument("--shape-variation", type=float, default=0.0, metavar="MM",
+                        help="with --dataset: also reshape each patient's bones locally, 40-80 mm waves of up to "
+                        "MM each (default 0: the smooth whole-bone variation only)")
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -44,6 +47,10 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--pairs must be at least 1"
     if args.size is not None and not 64 <= args.size <= 4096:
         return "--size must be between 64 and 4096 pixels"
+    if not 0.0 <= args.shape_variation <= 2.0:
+        return "--shape-variation must be between 0 and 2 mm (larger waves crush bone locally)"
+    if args.shape_variation and args.dataset is None:
+        return "--shape-variation applies to training datasets (--dataset) only"
     if args.ct is not None and args.dataset is not None:
         return "--ct renders pairs only; it cannot build a training dataset"
     if args.ct is not None and not Path(args.ct).is_file():
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             from models.synth.dataset import build_dataset
 
             start = time.perf_counter()
-            n = build_dataset(labels, args.dataset, args.samples, args.size or 512, args.seed)
+            n = build_dataset(labels, args.dataset, args.samples, args.size or 512, args.seed, args.shape_variation)
             log.info("wrote %d samples to %s in %.1f s", n, args.dataset, time.perf_counter() - start)
             return 0
         return _write_pairs(args, labels)
