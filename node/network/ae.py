@@ -18,6 +18,7 @@ from node.network.ingest import Ingestor
 from node.network.store_handler import AssociationLog, handle_echo, handle_store
 from node.network.tuning import (
     allow_port_sharing,
+    keep_responses_for_their_caller,
     use_large_socket_reads,
     wake_acceptor_reactors_on_messages,
     wake_dul_reactors_on_io,
@@ -89,6 +90,7 @@ def start_scp(
     stream_data_sets_to_file()
     wake_acceptor_reactors_on_messages()
     wake_dul_reactors_on_io()
+    keep_responses_for_their_caller()
     allow_port_sharing()
     ae = build_ae(settings, shared_count)
     ae.share_port = settings.receiver_process_count > 1  # type: ignore[attr-defined]

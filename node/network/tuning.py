@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 
-from pynetdicom import association, dul, transport
+from pynetdicom import association, dimse, dul, transport
 
 _ORIGINAL_RECV = transport.AssociationSocket.recv
 
@@ -179,3 +179,32 @@ def wake_dul_reactors_on_io() -> None:
     """Install :class:`_DulReactorClock` and the waking ``send_pdu`` (idempotent)."""
     dul.time = _DulReactorClock()  # type: ignore[attr-defined,assignment]
     dul.DULServiceProvider.send_pdu = _send_pdu_and_wake  # type: ignore[method-assign]
+
+
+_ORIGINAL_GET_MSG = dimse.DIMSEServiceProvider.get_msg
+
+
+def _get_msg_unless_paused(self: dimse.DIMSEServiceProvider, block: bool = False) -> object:
+    """pynetdicom's ``get_msg``, except that the association's reactor takes nothing while a
+    ``send_*`` call has asked it to pause.
+
+    pynetdicom pauses the reactor by clearing ``_reactor_checkpoint`` and waiting
+    for ``_is_paused``; the reactor sets ``_is_paused`` *before* it checks the
+    checkpoint and clears it after, so a caller that looks in between sees
+    "paused", sends its request, and the still-running reactor can take the
+    response off the queue as an "unexpected" message: the caller then waits out
+    the whole DIMSE timeout (seen once in the test suite on a loaded machine,
+    50 echoes in a row). Re-checking the checkpoint here, after ``_is_paused``
+    went back to False, closes that window: a caller clearing it later sees
+    ``_is_paused`` False and waits for the reactor's next pause.
+    """
+    assoc = getattr(self, "assoc", None)
+    if (not block and assoc is not None and threading.current_thread() is assoc
+            and not assoc._reactor_checkpoint.is_set()):
+        return None, None
+    return _ORIGINAL_GET_MSG(self, block)
+
+
+def keep_responses_for_their_caller() -> None:
+    """Install :func:`_get_msg_unless_paused` (idempotent; requestor and acceptor associations alike)."""
+    dimse.DIMSEServiceProvider.get_msg = _get_msg_unless_paused  # type: ignore[method-assign,assignment]

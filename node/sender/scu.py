@@ -25,6 +25,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from node.config import Destination, Settings, TlsSettings
+from node.network.tuning import keep_responses_for_their_caller
 from node.sender.status import Failure, Outcome, classify_failure, classify_status
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def _no_delay(event: evt.Event) -> None:
 
 
 def _associate(settings: Settings, destination: Destination, contexts: list[tuple[UID, list[UID]]]):
+    keep_responses_for_their_caller()  # pynetdicom's reactor could take a C-STORE response (node.network.tuning)
     ae = AE(ae_title=settings.ae_title)
     timeouts = settings.timeouts
     ae.acse_timeout = timeouts.acse_seconds
