@@ -53,9 +53,12 @@ def fetch_example_ct(out_dir: Path) -> Path:
         if _sha256(sdists[0].read_bytes()) != SDIST_SHA256:
             raise FetchError(f"{sdists[0].name}: sha256 differs from the pinned {SDIST_SHA256}")
         with tarfile.open(sdists[0]) as sdist:
-            member = sdist.extractfile(MEMBER)
+            try:
+                member = sdist.extractfile(MEMBER)  # KeyError when absent, None when not a regular file
+            except KeyError:
+                member = None
             if member is None:
-                raise FetchError(f"{sdists[0].name} has no {MEMBER}")
+                raise FetchError(f"{sdists[0].name} has no file {MEMBER}")
             data = member.read()
     if _sha256(data) != CT_SHA256:
         raise FetchError(f"{MEMBER}: sha256 differs from the pinned {CT_SHA256}")
