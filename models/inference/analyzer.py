@@ -13,7 +13,7 @@ header still fails. A not-analysable result has no landmarks at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,9 +66,33 @@ implant mask is cleared, and the content check does not count it as a hip: a
 crude chest-like film gave 0.4-0.5% of spurious implant. (Weights 0.2.0 needed
 0.5%: they put 2.5% on the smallest implant; 3.2% missed 2 of 21 held-out implants.)
 Since session 14 a side's implant area is its largest connected piece
-(:func:`_implant_fractions`): with 0.3.0 at least 2.0% on the 61 implanted
+(:func:`_implant_pieces`): with 0.3.0 at least 2.0% on the 61 implanted
 sides of the session-14 sets, 0.36% on the crude chest film.
 """
+
+MAX_IMPLANT_ELONGATION = 12.0
+"""Largest implant piece's area over its largest inscribed disc's area, above which it is no hip implant.
+
+A hip implant in projection holds a round metal head (the prosthetic head,
+with the cup's half-disc around it): a 32 mm head, a 50 mm cup and a 130 mm
+stem give about 4, a 22 mm head on a 250 mm revision stem about 10, a cup
+or a hemiarthroplasty head alone 2-3. Segmentation 0.3.0 on synthetic films:
+1.7-4.9 over 175 implanted sides (session 20: 320 films, held-out and training
+anatomy, 512 px to full size). A bone shaft taken for metal is a strip: the
+humerus it took for an implant in a real chest radiograph (pydicom-data RG1) gave 13.7.
+"""
+MIN_ROOF_FRACTION = 0.0002
+"""Acetabular-roof area next to a femoral head (fraction of the image) from which the head is a hip joint.
+
+On a radiograph a femoral head sits under its acetabular roof, which stays
+visible (sclerotic) even when arthritis has closed the joint space.
+Segmentation 0.3.0: 0.042-0.18% over 392 native hips of the same 320 synthetic
+films (session 20); none at all next to the "heads" it found in an ultrasound
+frame, an abdominal MR slice and a mirrored chest film given a radiograph's
+header (pydicom-data, pydicom).
+"""
+ROOF_SEARCH_FRACTION = 0.025
+"""How far from the head the roof is looked for, as a fraction of the working grid (6 px, ~10 mm, at 256 px)."""
 
 
 class RadiographLike(Protocol):
@@ -169,7 +193,7 @@ def neighbour_correlation(pixels: np.ndarray, size: int = 256) -> float:
 
 
 def content_problem(seg: SegmentationOutput) -> str | None:
-    """Why the segmentation says there is no pelvis with a hip in the image, or None."""
+    """Why the segmentation says there is no pelvis with a hip joint in the image, or None."""
     rows, cols = seg.transform.content_shape
     area = float(rows * cols)
     pelvis = float((seg.work_map("pelvis")[:rows, :cols] > 0.5).sum()) / area
@@ -177,19 +201,49 @@ def content_problem(seg: SegmentationOutput) -> str | None:
         return f"no pelvis found in the image content (pelvis {100 * pelvis:.1f}% of the image)"
     if pelvis > MAX_PELVIS_FRACTION:
         return f"implausible pelvis segmentation ({100 * pelvis:.0f}% of the image)"
-    heads, implants = _side_fractions(seg, "femoral_head"), _implant_fractions(seg)
-    if not any(heads[side] >= MIN_HIP_FRACTION or implants[side] >= IMPLANT_MIN_FRACTION for side in SIDES):
-        return "no femoral head or hip implant found in the image content"
-    return None
+    if any(hip_joints(seg).values()):
+        return None
+    heads, implants = _side_fractions(seg, "femoral_head"), _implant_pieces(seg)
+    why = [f"a femoral head without an acetabular roof on the {side}" for side in SIDES
+           if heads[side] >= MIN_HIP_FRACTION]
+    why += [f"metal-like piece shaped like a bone shaft, not an implant, on the {side}" for side in SIDES
+            if implants[side][0] >= IMPLANT_MIN_FRACTION]
+    detail = f" ({'; '.join(why)})" if why else ""
+    return f"no femoral head or hip implant found in the image content{detail}"
+
+
+def hip_joints(seg: SegmentationOutput) -> dict[str, bool]:
+    """Per side: a hip joint, i.e. a native femoral head under its acetabular roof, or a hip implant.
+
+    Area alone let a segmentation network trained on synthetic films "find" a
+    hip in other images: a humerus taken for an implant in a chest film, a
+    head-sized blob with no roof in an ultrasound frame (session 20).
+    """
+    operated = operated_sides(seg)
+    heads = _side_fractions(seg, "femoral_head")
+    return {side: operated[side] or (heads[side] >= MIN_HIP_FRACTION
+                                     and _roof_fraction_by_head(seg, side) >= MIN_ROOF_FRACTION)
+            for side in SIDES}
 
 
 def operated_sides(seg: SegmentationOutput) -> dict[str, bool]:
-    """Per side: does the segmentation hold enough implant to call the hip operated?"""
-    return {side: fraction >= IMPLANT_MIN_FRACTION for side, fraction in _implant_fractions(seg).items()}
+    """Per side: does the segmentation hold a hip implant (one piece, big enough, round-headed)?"""
+    return {side: fraction >= IMPLANT_MIN_FRACTION and elongation <= MAX_IMPLANT_ELONGATION
+            for side, (fraction, elongation) in _implant_pieces(seg).items()}
 
 
-def _implant_fractions(seg: SegmentationOutput) -> dict[str, float]:
-    """Per side: the fraction of the image content the side's largest implant piece covers.
+def _roof_fraction_by_head(seg: SegmentationOutput, side: str) -> float:
+    """Acetabular-roof area within :data:`ROOF_SEARCH_FRACTION` of the side's femoral head, of the image content."""
+    rows, cols = seg.transform.content_shape
+    head = (seg.work_map(f"femoral_head_{side}")[:rows, :cols] > 0.5).astype(np.uint8)
+    roof = seg.work_map(f"acetabular_roof_{side}")[:rows, :cols] > 0.5
+    reach = max(1, round(ROOF_SEARCH_FRACTION * seg.transform.size))
+    near = cv2.dilate(head, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))) > 0
+    return float(np.count_nonzero(roof & near)) / float(rows * cols)
+
+
+def _implant_pieces(seg: SegmentationOutput) -> dict[str, tuple[float, float]]:
+    """Per side: (fraction of the image content, elongation) of the side's largest implant piece.
 
     A hip implant is one solid piece in projection (the head sits in the cup
     and carries the stem), so only its largest 8-connected component counts.
@@ -197,23 +251,36 @@ def _implant_fractions(seg: SegmentationOutput) -> dict[str, float]:
     pieces: a 384 px segmentation candidate (session 14) marked 1.7% of the
     test suite's crude chest film "implant" in 11 rib segments, largest 0.28%,
     while the smallest real implant it saw on 61 held-out and training-anatomy
-    sides was one piece of 1.75%.
+    sides was one piece of 1.75%. Elongation: :data:`MAX_IMPLANT_ELONGATION`.
     """
-    return _side_fractions(seg, "implant", _largest_piece_area)
+    rows, cols = seg.transform.content_shape
+    pieces: dict[str, tuple[float, float]] = {}
+    for side in SIDES:
+        piece = _largest_piece(seg.work_map(f"implant_{side}")[:rows, :cols] > 0.5)
+        area = float(np.count_nonzero(piece))
+        if area == 0:
+            pieces[side] = (0.0, 0.0)
+            continue
+        padded = np.pad(piece.astype(np.uint8), 1)  # the image edge is not the piece's edge
+        inscribed = float(cv2.distanceTransform(padded, cv2.DIST_L2, 5).max())
+        pieces[side] = (area / float(rows * cols), area / (np.pi * inscribed * inscribed))
+    return pieces
 
 
-def _largest_piece_area(mask: np.ndarray) -> float:
-    """Pixel count of the largest 8-connected component of ``mask`` (0 when empty)."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    return float(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0.0
+def _largest_piece(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of ``mask`` (all False when empty)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return np.zeros(mask.shape, dtype=bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-def _side_fractions(seg: SegmentationOutput, segment: str,
-                    area_of: Callable[[np.ndarray], float] = np.count_nonzero) -> dict[str, float]:
-    """Per side: the fraction of the image content the side's ``segment`` covers (``area_of`` its mask)."""
+def _side_fractions(seg: SegmentationOutput, segment: str) -> dict[str, float]:
+    """Per side: the fraction of the image content the side's ``segment`` covers."""
     rows, cols = seg.transform.content_shape
     area = float(rows * cols)
-    return {side: float(area_of(seg.work_map(f"{segment}_{side}")[:rows, :cols] > 0.5)) / area for side in SIDES}
+    return {side: float(np.count_nonzero(seg.work_map(f"{segment}_{side}")[:rows, :cols] > 0.5)) / area
+            for side in SIDES}
 
 
 def structures_present(seg: SegmentationOutput) -> dict[str, dict[str, bool]]:

@@ -9,6 +9,7 @@ from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
 from models.inference.analyzer import (
     Header,
     content_problem,
+    hip_joints,
     decide_landmarks,
     header_problem,
     measure,
@@ -67,9 +68,34 @@ def _box(y0: int, y1: int, x0: int, x1: int, size: int = 64) -> np.ndarray:
 def test_content_needs_a_pelvis_and_a_hip():
     assert "no pelvis" in content_problem(_seg({}))
     assert "femoral head" in content_problem(_seg({"pelvis": _box(5, 40, 5, 60)}))
-    assert content_problem(_seg({"pelvis": _box(5, 40, 5, 60), "femoral_head_left": _box(40, 46, 40, 46)})) is None
+    head, roof = _box(40, 46, 40, 46), _box(37, 39, 39, 47)
+    assert content_problem(_seg({"pelvis": _box(5, 40, 5, 60), "femoral_head_left": head,
+                                 "acetabular_roof_left": roof})) is None
     assert content_problem(_seg({"pelvis": _box(5, 40, 5, 60), "implant_right": _box(40, 50, 10, 16)})) is None
     assert "implausible" in content_problem(_seg({"pelvis": _box(0, 64, 0, 64)}))
+
+
+def test_a_femoral_head_is_a_hip_only_under_its_roof():
+    """A head-sized blob with no acetabular roof beside it (what the network found in an
+    ultrasound frame) is no hip joint; a roof far from the head does not count either."""
+    pelvis, head = _box(5, 40, 5, 60), _box(40, 46, 40, 46)
+    alone = content_problem(_seg({"pelvis": pelvis, "femoral_head_left": head}))
+    assert "without an acetabular roof on the left" in alone
+    far_roof = _box(10, 12, 10, 18)
+    assert content_problem(_seg({"pelvis": pelvis, "femoral_head_left": head, "acetabular_roof_left": far_roof})) is not None
+    assert hip_joints(_seg({"pelvis": pelvis, "femoral_head_left": head, "acetabular_roof_left": _box(37, 39, 39, 47)})) == {
+        "right": False, "left": True}
+
+
+def test_a_strip_of_metal_is_no_hip_implant():
+    """A hip implant holds a round head; a long thin strip (a humerus the network took for
+    metal in a real chest film) is no implant, however large."""
+    pelvis = _box(5, 40, 5, 60)
+    strip = _box(2, 62, 2, 5)  # 60 x 3 px: 4.4% of the image, elongation far above 12
+    assert operated_sides(_seg({"pelvis": pelvis, "implant_right": strip}))["right"] is False
+    assert "shaped like a bone shaft" in content_problem(_seg({"pelvis": pelvis, "implant_right": strip}))
+    stem_with_head = np.maximum(_box(30, 62, 8, 11), _box(28, 38, 4, 14))  # head 10 x 10 on a 32 px stem
+    assert operated_sides(_seg({"pelvis": pelvis, "implant_right": stem_with_head}))["right"] is True
 
 
 def test_an_implant_counts_by_its_largest_piece():
