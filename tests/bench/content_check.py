@@ -1,0 +1,118 @@
+"""How the analysis's content check answers images that are not what the header says.
+
+The check (``models.inference.analyzer.content_problem``) decides, from the
+reference segmentation, whether an image holds a pelvis with a hip joint.
+It matters when a header lies (a chest film sent as PELVIS), and it must not
+turn real hip films away. This prints its answer for three groups:
+
+* real non-hip images from pydicom's test data (``pydicom-data``, MIT: CR chest,
+  CR distal tibia, ultrasound, MR, CT), their header made to say CR PELVIS AP;
+* crude parallel-beam projections of the three pelvic-ref label maps (bone and
+  body outline only, another renderer than ``hipnode synth``): AP views, which
+  should pass, and lateral and 45-degree oblique views, which should not;
+* any ``hipnode synth --dataset`` folders given with ``--data``: every film
+  should pass (the count refused is printed).
+
+    python -m tests.bench.content_check [--data DIR ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+REAL_IMAGES = {
+    "RG1_UNCR.dcm": "CR chest PA",
+    "RG1_J2KR.dcm": "CR chest PA, JPEG 2000",
+    "RG3_UNCR.dcm": "CR distal tibia",
+    "JPGLosslessP14SV1_1s_1f_8b.dcm": "ultrasound frame",
+    "examples_overlay.dcm": "MR abdomen",
+    "MR-SIEMENS-DICOM-WithOverlays.dcm": "MR",
+    "MR2_J2KI.dcm": "MR",
+    "693_J2KR.dcm": "CT slice",
+    "JPEG-LL.dcm": "secondary capture",
+}
+ANATOMIES = ("Pelvic-Ref-001", "Pelvic-Ref-002", "Pelvic-Ref-004")
+LABEL_ROOT = Path(__file__).resolve().parents[2] / "models" / "synth" / "pelvic_ref"
+MU_SOFT_PER_MM, MU_BONE_PER_MM = 0.02, 0.05
+
+
+def crude_projections(anatomy_dir: Path) -> dict[str, np.ndarray]:
+    """AP, lateral and 45-degree oblique line integrals of a label map at 1 mm pixels (bright = dense)."""
+    from scipy import ndimage
+
+    from models.synth.anatomy import LABEL_FEMUR, LABEL_PELVIS, LABEL_SACRUM, LABEL_SPINE
+    from models.synth.volume_io import read_metaimage
+
+    label = read_metaimage(anatomy_dir / "label.mhd")
+    body = np.asarray(read_metaimage(anatomy_dir / "mask.mhd").data, dtype=np.float32)
+    bone = np.isin(np.asarray(label.data), (LABEL_PELVIS, LABEL_FEMUR, LABEL_SACRUM, LABEL_SPINE))
+    mu = MU_SOFT_PER_MM * body + MU_BONE_PER_MM * bone.astype(np.float32)
+    sx, sy, sz = label.spacing_mm
+    mu = ndimage.zoom(mu, (sx, sy, sz), order=1)  # [x, y, z] onto 1 mm voxels
+    oblique = ndimage.rotate(mu, 45, axes=(0, 1), reshape=False, order=1)
+    views = {"AP": mu.sum(axis=1), "lateral": mu.sum(axis=0), "oblique 45": oblique.sum(axis=1)}
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, line in views.items():
+        image = line.T[::-1].astype(np.float32)  # rows: cranial at the top
+        out[name] = image + rng.normal(0.0, 0.01 * float(image.max()), image.shape).astype(np.float32)
+    return out
+
+
+def lying_header_pixels(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """One pydicom test image as the node would read it after its header claimed CR PELVIS AP."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    from node.imaging import radiograph_from_dataset
+
+    source = get_testdata_file(name, download=False)
+    if source is None:
+        raise SystemExit(f"{name} not found: pip install pydicom-data")
+    ds = dcmread(source)
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "PELVIS", "AP"
+    radiograph = radiograph_from_dataset(ds)
+    return radiograph.pixels, radiograph.pixel_spacing_mm
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.inference.analyzer import content_problem, pixel_problem
+    from models.inference.segmentation import SegmentationModel
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, action="append", default=[], help="hipnode synth --dataset folder")
+    args = parser.parse_args(argv)
+    segment = SegmentationModel()
+
+    def answer(pixels: np.ndarray, spacing: tuple[float, float] | None) -> str:
+        problem = pixel_problem(pixels, spacing) or content_problem(segment(pixels, spacing))
+        return "accepted" if problem is None else f"refused: {problem}"
+
+    print("real non-hip images, header made to say CR PELVIS AP (should all be refused):")
+    for name, what in REAL_IMAGES.items():
+        print(f"  {name:36s} {what:24s} {answer(*lying_header_pixels(name))}")
+    print("crude projections of the label maps (AP should be accepted, lateral and oblique refused):")
+    for anatomy in ANATOMIES:
+        for view, image in crude_projections(LABEL_ROOT / anatomy).items():
+            print(f"  {anatomy:16s} {view:11s} {answer(image, (1.0, 1.0))}")
+    for folder in args.data:
+        refused = []
+        samples = sorted(folder.glob("*.npz"))
+        for npz in samples:
+            spacing = json.loads(npz.with_suffix(".json").read_text()).get("pixel_spacing_mm")
+            with np.load(npz) as data:
+                verdict = answer(data["image"], tuple(spacing) if spacing else None)
+            if verdict != "accepted":
+                refused.append(f"{npz.name}: {verdict}")
+        print(f"{folder}: {len(refused)} of {len(samples)} synthetic hip films refused (should be 0)")
+        for line in refused:
+            print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
