@@ -29,7 +29,22 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         # hipnode analyze finds no pelvis with a hip, so the model's pelvis map is off its domain
         "upper_pre": write_dx(root / "upper_pre.dcm", pair.pre[: int(0.45 * pair.pre.shape[0])]),
         "upper_post": write_dx(root / "upper_post.dcm", pair.post[: int(0.45 * pair.post.shape[0])]),
+        "real_chest": _real_chest_as_pelvis(root / "real_chest.dcm", root / "pre.dcm"),
     }
+
+
+def _real_chest_as_pelvis(path: Path, same_patient_as: Path) -> Path:
+    """A real CR chest film (pydicom-data RG1, MIT) whose header claims the pre-op's patient and a pelvis."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("RG1_UNCR.dcm", download=False)
+    assert source is not None, "RG1_UNCR.dcm not found: pip install pydicom-data"
+    ds, pre = dcmread(source), dcmread(same_patient_as, stop_before_pixels=True)
+    ds.PatientID, ds.PatientName = pre.PatientID, pre.PatientName
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "PELVIS", "AP"
+    ds.save_as(path)
+    return path
 
 
 def _align(tmp_path: Path, pre: Path, post: Path, *extra: str) -> tuple[int, dict[str, object], Path]:
@@ -62,6 +77,8 @@ def test_align_writes_homography_and_cdm(files, tmp_path: Path) -> None:
         ("pre", "chest", "not a pelvis or hip"),
         ("blank", "post", "pre-op image: no pelvis found"),
         ("upper_pre", "upper_post", "pre-op image: no femoral head or hip implant found"),
+        # the segmentation "finds" a pelvis in it and takes a humerus for an implant (docs/models.md)
+        ("pre", "real_chest", "post-op image: no femoral head or hip implant found"),
     ],
 )
 def test_refused_pairs_write_reason_and_no_cdm(files, tmp_path: Path, pre_key: str, post_key: str, reason: str) -> None:

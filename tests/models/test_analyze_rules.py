@@ -9,9 +9,9 @@ from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
 from models.inference.analyzer import (
     Header,
     content_problem,
-    hip_joints,
     decide_landmarks,
     header_problem,
+    hip_joints,
     measure,
     operated_sides,
     pixel_problem,
