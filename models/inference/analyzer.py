@@ -88,8 +88,8 @@ On a radiograph a femoral head sits under its acetabular roof, which stays
 visible (sclerotic) even when arthritis has closed the joint space.
 Segmentation 0.3.0: 0.042-0.18% over 392 native hips of the same 320 synthetic
 films (session 20); none at all next to the "heads" it found in an ultrasound
-frame, an abdominal MR slice and a mirrored chest film given a radiograph's
-header (pydicom-data, pydicom).
+frame and an abdominal MR slice given a radiograph's header (pydicom-data,
+pydicom), and under the limit next to the one it found in a mirrored chest film.
 """
 ROOF_SEARCH_FRACTION = 0.025
 """How far from the head the roof is looked for, as a fraction of the working grid (6 px, ~10 mm, at 256 px)."""
@@ -261,7 +261,7 @@ def _implant_pieces(seg: SegmentationOutput) -> dict[str, tuple[float, float]]:
         if area == 0:
             pieces[side] = (0.0, 0.0)
             continue
-        padded = np.pad(piece.astype(np.uint8), 1)  # the image edge is not the piece's edge
+        padded = np.pad(piece.astype(np.uint8), 1)  # zero border: the disc must fit inside the image
         inscribed = float(cv2.distanceTransform(padded, cv2.DIST_L2, 5).max())
         pieces[side] = (area / float(rows * cols), area / (np.pi * inscribed * inscribed))
     return pieces
