@@ -41,6 +41,11 @@ from models.inference.segmentation import SegmentationModel, SegmentationOutput
 
 ACCEPTED_BODY_PARTS = {"", "PELVIS", "HIP", "HIPS", "LHIP", "RHIP", "HIPJOINT", "HIP JOINT", "PELVIS HIP"}
 LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "XTABLE", "LLO", "RLO"}
+NON_AP_VIEW_WORDS = ("LATERAL", "AXIAL", "OBLIQUE", "FROG", "LAUENSTEIN", "CROSS-TABLE", "CROSS TABLE", "INLET", "OUTLET")
+"""Words of a ViewCodeSequence meaning that name a view other than AP/PA. Many DX modalities leave
+ViewPosition empty and code the view instead (CID 4010: "lateral", "right lateral", "medio-lateral",
+"axial", "left oblique"...); the hip's lateral views (frog-leg, Lauenstein, cross-table) and the pelvic
+inlet/outlet views cannot give the spec's AP measurements either."""
 ACCEPTED_MODALITIES = {"", "CR", "DX", "RG", "DR", "OT"}
 MIN_SIDE_PX = 256
 MIN_FIELD_MM = 150.0
@@ -112,6 +117,7 @@ class Header:
     modality: str = ""
     body_part: str = ""
     view_position: str = ""
+    view_code: str = ""  # ViewCodeSequence's first CodeMeaning (CID 4010 for DX)
 
     @classmethod
     def from_dataset(cls, ds: Any) -> Header:
@@ -119,7 +125,11 @@ class Header:
             value = getattr(ds, keyword, "") if ds is not None else ""
             return str(value or "").strip().upper()
 
-        return cls(get("Modality"), get("BodyPartExamined"), get("ViewPosition"))
+        try:
+            view_code = str(ds.ViewCodeSequence[0].CodeMeaning or "").strip().upper()
+        except (AttributeError, IndexError, TypeError):
+            view_code = ""
+        return cls(get("Modality"), get("BodyPartExamined"), get("ViewPosition"), view_code)
 
 
 def display_shutter(ds: Any, shape: tuple[int, int]) -> ExposedField | None:
@@ -149,6 +159,8 @@ def header_problem(header: Header) -> str | None:
         return f"body part examined is {header.body_part}, not a pelvis or hip"
     if header.view_position in LATERAL_VIEWS:
         return f"lateral view ({header.view_position}): an AP pelvis view is needed"
+    if any(word in header.view_code for word in NON_AP_VIEW_WORDS):
+        return f"{header.view_code.lower()} view (ViewCodeSequence): an AP pelvis view is needed"
     return None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 from models.algorithms.vocabulary import LANDMARKS, MEASUREMENTS, SEGMENTS
@@ -117,10 +117,18 @@ def _chest_pixels() -> np.ndarray:
     return np.clip(img + np.random.default_rng(0).normal(0, 30, img.shape), 0, 4095)
 
 
+def _code(value: str, meaning: str) -> Dataset:
+    """One SNOMED CT coded item, as a DX modality writes its View Code Sequence (CID 4010)."""
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "SCT", meaning
+    return item
+
+
 BAD_HEADERS = [
     ("chest", {"BodyPartExamined": "CHEST"}, "body part"),
     ("knee", {"BodyPartExamined": "KNEE"}, "body part"),
     ("lateral", {"ViewPosition": "LL"}, "lateral"),
+    ("coded lateral", {"ViewPosition": "", "ViewCodeSequence": [_code("399067008", "lateral")]}, "lateral view"),
     ("ct", {"Modality": "CT"}, "modality"),
 ]
 

@@ -29,6 +29,13 @@ HEADERS = [
     (Header("DX", "PELVIS", "LL"), "lateral"),
     (Header("DX", "HIP", "LATERAL"), "lateral"),
     (Header("MR", "PELVIS", ""), "modality"),
+    # ViewPosition empty, the view coded instead (DX, CID 4010)
+    (Header("DX", "HIP", "", "ANTERO-POSTERIOR"), None),
+    (Header("DX", "PELVIS", "", "POSTERO-ANTERIOR"), None),
+    (Header("DX", "HIP", "", "MEDIO-LATERAL"), "medio-lateral view (ViewCodeSequence)"),
+    (Header("DX", "HIP", "", "RIGHT LATERAL"), "right lateral view"),
+    (Header("DX", "PELVIS", "", "LEFT OBLIQUE"), "oblique"),
+    (Header("CR", "HIP", "AP", "AXIAL"), "axial"),
 ]
 
 
