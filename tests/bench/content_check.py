@@ -72,17 +72,10 @@ def crude_projections(anatomy_dir: Path) -> dict[str, np.ndarray]:
 
 def lying_header_pixels(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     """One pydicom test image as the node would read it after its header claimed CR PELVIS AP."""
-    from pydicom import dcmread
-    from pydicom.data import get_testdata_file
-
     from node.imaging import radiograph_from_dataset
+    from tests.real_images import with_hip_film_header
 
-    source = get_testdata_file(name, download=False)
-    if source is None:
-        raise SystemExit(f"{name} not found: pip install pydicom-data")
-    ds = dcmread(source)
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "PELVIS", "AP"
-    radiograph = radiograph_from_dataset(ds)
+    radiograph = radiograph_from_dataset(with_hip_film_header(name))
     return radiograph.pixels, radiograph.pixel_spacing_mm
 
 

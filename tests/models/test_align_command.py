@@ -12,6 +12,7 @@ import pytest
 from models.align.evaluate import mean_radial_error
 from node.cli import main
 from tests.models.align_pairs import make_pair, write_dx
+from tests.real_images import with_hip_film_header
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +37,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def _real_chest_as_pelvis(path: Path, same_patient_as: Path) -> Path:
     """A real CR chest film (pydicom-data RG1, MIT) whose header claims the pre-op's patient and a pelvis."""
     from pydicom import dcmread
-    from pydicom.data import get_testdata_file
 
-    source = get_testdata_file("RG1_UNCR.dcm", download=False)
-    assert source is not None, "RG1_UNCR.dcm not found: pip install pydicom-data"
-    ds, pre = dcmread(source), dcmread(same_patient_as, stop_before_pixels=True)
+    ds, pre = with_hip_film_header("RG1_UNCR.dcm"), dcmread(same_patient_as, stop_before_pixels=True)
     ds.PatientID, ds.PatientName = pre.PatientID, pre.PatientName
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "PELVIS", "AP"
     ds.save_as(path)
     return path
 

@@ -27,6 +27,7 @@ from models.training.toydata import toy_sample, write_toy_dataset
 from models.training.train import TrainConfig, train
 from node.cli import main
 from node.commands.analyze import EXIT_NOT_ANALYSABLE, EXIT_OK
+from tests.real_images import pydicom_test_file, with_hip_film_header
 
 SIZE = 64
 
@@ -184,18 +185,11 @@ def test_real_non_hip_images_with_a_lying_header(tmp_path: Path, name: str, what
     The committed reference segmentation, trained on synthetic pelvis films,
     then "finds" a pelvis in the chest, ultrasound and MR images, a humerus it
     calls an implant (1.6% of the chest film) and femoral-head-sized blobs. Until
-    session 20 the chest film and the two others were analysed and got 16
-    invented landmarks; a hip now needs a round-headed implant or a femoral head
+    session 20 the chest film (16 invented landmarks) and the ultrasound and MR
+    images were analysed; a hip now needs a round-headed implant or a femoral head
     under its acetabular roof. The reason says which look-alike was turned down.
     """
-    from pydicom import dcmread
-    from pydicom.data import get_testdata_file
-
-    source = get_testdata_file(name, download=False)  # pydicom-data is a test dependency (pyproject)
-    assert source is not None, f"{name} not found: pip install pydicom-data"
-    ds = dcmread(source)
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "CR", "PELVIS", "AP"
-    ds.save_as(tmp_path / "lying.dcm")
+    with_hip_film_header(name).save_as(tmp_path / "lying.dcm")
     out = tmp_path / "out.json"
     rc = main(["analyze", str(tmp_path / "lying.dcm"), "--json", str(out)])
     result = json.loads(out.read_text())
@@ -207,12 +201,8 @@ def test_real_non_hip_images_with_a_lying_header(tmp_path: Path, name: str, what
 @pytest.mark.parametrize(("name", "body_part"), [("RG1_UNCR.dcm", "CHEST"), ("RG3_J2KI.dcm", "EXTREMITY")])
 def test_real_non_hip_films_with_their_own_header(tmp_path: Path, name: str, body_part: str):
     """The same real films as sent by a modality: refused from the header, before any model runs."""
-    from pydicom.data import get_testdata_file
-
-    source = get_testdata_file(name, download=False)
-    assert source is not None, f"{name} not found: pip install pydicom-data"
     out = tmp_path / "out.json"
-    assert main(["analyze", source, "--json", str(out)]) == EXIT_NOT_ANALYSABLE
+    assert main(["analyze", str(pydicom_test_file(name)), "--json", str(out)]) == EXIT_NOT_ANALYSABLE
     result = json.loads(out.read_text())
     assert result["not_analysable"] == f"body part examined is {body_part}, not a pelvis or hip"
     assert "segment" not in result.get("timings_ms", {})
