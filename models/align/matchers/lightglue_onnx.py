@@ -22,8 +22,8 @@ import numpy as np
 from models.align.matching import Matches, prepare, to_full_resolution
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
-DISK_DIR = WEIGHTS / "disk" / "1.0.0"
-GLUE_DIR = WEIGHTS / "lightglue_disk" / "1.0.0"
+DISK_DIR = WEIGHTS / "disk" / "1.1.0"
+GLUE_DIR = WEIGHTS / "lightglue_disk" / "1.1.0"
 
 
 class WeightsError(RuntimeError):
