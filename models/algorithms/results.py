@@ -103,6 +103,7 @@ class PairAlignment:
     failure: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     algorithms: tuple[AlgorithmInfo, ...] = ()
+    retried_sparser: bool = False  # the first matching was refused; these matches use half the keypoints
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -115,4 +116,6 @@ class PairAlignment:
         }
         if self.failure is not None:
             out["failure"] = self.failure
+        if self.retried_sparser:
+            out["retried_with_fewer_keypoints"] = True
         return out

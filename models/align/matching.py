@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ class Matches:
     points_post: np.ndarray  # (N, 2) float64
     scores: np.ndarray  # (N,) higher is better
     timings_ms: dict[str, float] = field(default_factory=dict)
+    features: tuple[Any, Any] | None = None  # the matcher's per-film features, for a re-match without detection
 
     def __len__(self) -> int:
         return len(self.points_pre)

@@ -5,7 +5,9 @@ checks that decide whether the result may be shown at all: a pelvis in each
 image, enough matches, enough inliers, enough of them on the pelvis, and a
 non-degenerate homography. Any failed check returns a :class:`PairAlignment`
 with ``failure`` set and no homography: no colour difference map may follow.
-Method ``ours`` adds a pelvis-aware RANSAC, IRLS and metal-masked ECC.
+Method ``ours`` adds a pelvis-aware RANSAC, IRLS and metal-masked ECC, and
+when its fit is refused it matches the same features once more with half the
+keypoints (a matcher's ``sparser``), under the same checks.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class AlignSettings:
     prior_strength: float = 30.0  # the prior weighs as much as this many feature inliers
     refine: str = "geometric"  # "irls" (iteratively reweighted DLT) or "geometric" (robust weighted LM)
     coverage_radius_fraction: float = 0.06  # > 0: balance match density within this radius (of the diagonal)
+    sparser_retry: bool = True  # ours: a refused pair is matched once more with half the keypoints (same features)
 
 
 def pelvis_found(probability: np.ndarray, settings: AlignSettings) -> bool:
@@ -149,6 +152,29 @@ def estimate_homography(
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ALIGN_METHODS)}")
 
 
+def _checked_fit(
+    matches: Matches, pre: np.ndarray, post: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, method: str,
+    settings: AlignSettings, result: PairAlignment,
+) -> np.ndarray | str:
+    """A homography that passed every check, or the reason it was refused; counts go into ``result``."""
+    result.matches, result.inliers = len(matches), 0
+    if len(matches) < settings.min_matches:
+        return f"too few matches ({len(matches)} < {settings.min_matches})"
+    threshold_px = settings.ransac_threshold_fraction * float(np.hypot(*np.shape(post)))
+    start = time.perf_counter()
+    try:
+        h, inliers = estimate_homography(matches, p_pre, p_post, method, threshold_px, settings)
+    except HomographyError as exc:
+        return str(exc)
+    finally:
+        result.timings_ms["homography"] = result.timings_ms.get("homography", 0.0) + 1000 * (time.perf_counter() - start)
+    result.inliers = int(inliers.sum())
+    reason = degeneracy_reason(h, np.shape(pre), np.shape(post))
+    if reason is not None:
+        return f"degenerate homography: {reason}"
+    return h
+
+
 def align_pair(
     pre: np.ndarray, post: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, method: str, matcher: Matcher,
     settings: AlignSettings = AlignSettings(), metal_pre: np.ndarray | None = None,
@@ -176,24 +202,24 @@ def align_pair(
         matches = matcher.match(pre, post)
         result.timings_ms["match"] = 1000 * (time.perf_counter() - start)
     result.timings_ms.update({f"match_{k}": v for k, v in matches.timings_ms.items()})
-    result.matches = len(matches)
-    if len(matches) < settings.min_matches:
-        result.failure = f"too few matches ({len(matches)} < {settings.min_matches})"
+    fitted = _checked_fit(matches, pre, post, p_pre, p_post, method, settings, result)
+    sparser = getattr(matcher, "sparser", None)
+    if isinstance(fitted, str) and method == "ours" and settings.sparser_retry and sparser is not None:
+        start = time.perf_counter()
+        retry = sparser(matches)
+        result.timings_ms["match_sparser"] = 1000 * (time.perf_counter() - start)
+        if retry is not None:
+            first_counts = (result.matches, result.inliers)
+            retried = _checked_fit(retry, pre, post, p_pre, p_post, method, settings, result)
+            if isinstance(retried, str):  # report the first attempt's counts, and both reasons
+                result.matches, result.inliers = first_counts
+                fitted = f"{fitted}; matched again with half the keypoints: {retried}"
+            else:
+                fitted, result.retried_sparser = retried, True
+    if isinstance(fitted, str):
+        result.failure = fitted
         return result
-    threshold_px = settings.ransac_threshold_fraction * float(np.hypot(*np.shape(post)))
-    start = time.perf_counter()
-    try:
-        h, inliers = estimate_homography(matches, p_pre, p_post, method, threshold_px, settings)
-    except HomographyError as exc:
-        result.failure = str(exc)
-        return result
-    finally:
-        result.timings_ms["homography"] = 1000 * (time.perf_counter() - start)
-    result.inliers = int(inliers.sum())
-    reason = degeneracy_reason(h, np.shape(pre), np.shape(post))
-    if reason is not None:
-        result.failure = f"degenerate homography: {reason}"
-        return result
+    h = fitted
     if method == "ours" and settings.use_ecc:
         start = time.perf_counter()
         pelvis_pre, pelvis_post = np.asarray(p_pre) >= 0.5, np.asarray(p_post) >= 0.5

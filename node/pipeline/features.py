@@ -85,6 +85,10 @@ class CachedFeaturesMatcher:
         matches.timings_ms["features"] = 1000 * (detected - start)  # what the cache left to compute
         return matches
 
+    def sparser(self, matches: Matches) -> Matches | None:
+        """The wrapped matcher's re-match with fewer keypoints (features travel in ``matches``)."""
+        return self.matcher.sparser(matches)
+
 
 def supports_features(matcher: Any) -> bool:
     """Whether ``matcher`` can take precomputed features (the SIFT baseline cannot)."""

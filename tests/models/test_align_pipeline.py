@@ -130,3 +130,57 @@ def test_ours_falls_back_to_the_features_when_the_outline_overlay_is_wrong(pair,
     assert result.failure is None, result.failure
     diagonal = float(np.hypot(*pair.post.shape))
     assert mean_radial_error(result.homography, pair.points_pre, pair.points_post) / diagonal < 0.01
+
+
+class _RefusedFirst:
+    """A matcher whose first matches are 5 points (refused) and whose sparser re-match is the real one."""
+
+    name = "refused_first"
+
+    def __init__(self, real, good_matches) -> None:
+        self.real, self.good, self.calls = real, good_matches, 0
+
+    def match(self, pre, post):
+        return type(self.good)(self.good.points_pre[:5], self.good.points_post[:5], self.good.scores[:5],
+                               features=self.good.features)
+
+    def sparser(self, matches):
+        self.calls += 1
+        return self.good
+
+
+def test_ours_retries_a_refused_matching_with_fewer_keypoints(pair, learned, pair_matches) -> None:
+    p_pre, p_post = _probabilities(pair)
+    matcher = _RefusedFirst(learned, pair_matches)
+    result = align_pair(pair.pre, pair.post, p_pre, p_post, "ours", matcher)
+    assert matcher.calls == 1 and result.failure is None and result.retried_sparser
+    assert result.to_json()["retried_with_fewer_keypoints"] is True
+    assert result.matches == len(pair_matches) and result.inliers >= 12
+    diagonal = float(np.hypot(*pair.post.shape))
+    assert mean_radial_error(result.homography, pair.points_pre, pair.points_post) / diagonal < 0.01
+    # LinAlign's methods stay as published: no second matching.
+    plain = align_pair(pair.pre, pair.post, p_pre, p_post, "weighted", matcher)
+    assert matcher.calls == 1 and plain.failure == "too few matches (5 < 12)" and not plain.retried_sparser
+
+
+def test_a_refused_retry_reports_both_reasons(pair, pair_matches) -> None:
+    p_pre, p_post = _probabilities(pair)
+    few = type(pair_matches)(pair_matches.points_pre[:5], pair_matches.points_post[:5], pair_matches.scores[:5])
+    matcher = _RefusedFirst(None, few)
+    result = align_pair(pair.pre, pair.post, p_pre, p_post, "ours", matcher)
+    assert result.homography is None and not result.retried_sparser
+    assert result.failure == "too few matches (5 < 12); matched again with half the keypoints: too few matches (5 < 12)"
+    assert "retried_with_fewer_keypoints" not in result.to_json()
+
+
+def test_disk_lightglue_sparser_reuses_the_best_half_of_the_keypoints(pair, learned, pair_matches) -> None:
+    a, _ = pair_matches.features
+    assert len(a.keypoints) == learned.max_keypoints  # the test film has more keypoints than the budget
+    half = learned.sparser(pair_matches)
+    assert half is not None and half.features[0].keypoints.shape[0] == learned.max_keypoints // 2
+    np.testing.assert_array_equal(half.features[0].keypoints, a.keypoints[: learned.max_keypoints // 2])
+    # Every sparser match is between keypoints of the top halves, mapped to full resolution.
+    top_pre = (a.keypoints[: learned.max_keypoints // 2] + 0.5) / a.factor - 0.5
+    assert len(half) >= 12
+    assert np.isin(half.points_pre[:, 0], top_pre[:, 0]).all()
+    assert learned.sparser(half) is None  # already the best half: no third matching

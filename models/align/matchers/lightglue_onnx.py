@@ -78,6 +78,10 @@ class ImageFeatures:
     factor: float  # prepared grid / full resolution
     size: tuple[int, int]  # prepared grid (cols, rows)
 
+    def top(self, count: int) -> ImageFeatures:
+        """The ``count`` best keypoints: DISK returns them sorted by score, so a prefix."""
+        return ImageFeatures(self.keypoints[:count], self.descriptors[:count], self.factor, self.size)
+
 
 class DiskLightGlueMatcher:
     """Learned matcher: DISK keypoints (top 2048 per image) matched by LightGlue."""
@@ -130,18 +134,41 @@ class DiskLightGlueMatcher:
         a = pre_features if pre_features is not None else self.features(pre)
         b = post_features if post_features is not None else self.features(post)
         detected = time.perf_counter()
+        matches = self._glue_match(a, b)
+        matches.timings_ms["features"] = 1000 * (detected - start)
+        return matches
+
+    def sparser(self, matches: Matches) -> Matches | None:
+        """The same films matched again with the best half of the keypoints, or None if there is no such half.
+
+        On hard pairs (exposure, collimation and pose all changed) LightGlue
+        matched more keypoints worse, not better: on held-out and training
+        pairs whose 1024-keypoint matching was refused, the top 512 of the same
+        DISK keypoints were sometimes matched well (docs/align.md, session 21).
+        The DISK features are reused, so this costs one smaller LightGlue run.
+        """
+        if matches.features is None:
+            return None
+        a, b = matches.features
+        count = self.max_keypoints // 2
+        if len(a.keypoints) <= count and len(b.keypoints) <= count:
+            return None
+        return self._glue_match(a.top(count), b.top(count))
+
+    def _glue_match(self, a: ImageFeatures, b: ImageFeatures) -> Matches:
+        """LightGlue on two films' features, mutual matches above the threshold, in full-resolution pixels."""
+        start = time.perf_counter()
         if len(a.keypoints) < 8 or len(b.keypoints) < 8:
-            return Matches(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0),
-                           {"features": 1000 * (detected - start), "matching": 0.0})
+            return Matches(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), {"matching": 0.0}, features=(a, b))
         (log_assignment,) = self._glue.run(None, {
             "kpts0": self._normalize(a.keypoints, a.size), "kpts1": self._normalize(b.keypoints, b.size),
             "desc0": a.descriptors[None].astype(np.float32), "desc1": b.descriptors[None].astype(np.float32),
         })
         i0, i1, confidence = mutual_matches(log_assignment, self.threshold)
-        done = time.perf_counter()
         return Matches(
             points_pre=to_full_resolution(a.keypoints[i0], a.factor),
             points_post=to_full_resolution(b.keypoints[i1], b.factor),
             scores=confidence.astype(np.float64),
-            timings_ms={"features": 1000 * (detected - start), "matching": 1000 * (done - detected)},
+            timings_ms={"matching": 1000 * (time.perf_counter() - start)},
+            features=(a, b),
         )
