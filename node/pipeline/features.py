@@ -86,8 +86,9 @@ class CachedFeaturesMatcher:
         return matches
 
     def sparser(self, matches: Matches) -> Matches | None:
-        """The wrapped matcher's re-match with fewer keypoints (features travel in ``matches``)."""
-        return self.matcher.sparser(matches)
+        """The wrapped matcher's re-match with fewer keypoints (features travel in ``matches``), if it has one."""
+        sparser = getattr(self.matcher, "sparser", None)
+        return None if sparser is None else sparser(matches)
 
 
 def supports_features(matcher: Any) -> bool:

@@ -141,8 +141,8 @@ class _RefusedFirst:
 
     name = "refused_first"
 
-    def __init__(self, real, good_matches) -> None:
-        self.real, self.good, self.calls = real, good_matches, 0
+    def __init__(self, good_matches) -> None:
+        self.good, self.calls = good_matches, 0
 
     def match(self, pre, post):
         return type(self.good)(self.good.points_pre[:5], self.good.points_post[:5], self.good.scores[:5],
@@ -155,7 +155,7 @@ class _RefusedFirst:
 
 def test_ours_retries_a_refused_matching_with_fewer_keypoints(pair, learned, pair_matches) -> None:
     p_pre, p_post = _probabilities(pair)
-    matcher = _RefusedFirst(learned, pair_matches)
+    matcher = _RefusedFirst(pair_matches)
     result = align_pair(pair.pre, pair.post, p_pre, p_post, "ours", matcher)
     assert matcher.calls == 1 and result.failure is None and result.retried_sparser
     assert result.to_json()["retried_with_fewer_keypoints"] is True
@@ -170,7 +170,7 @@ def test_ours_retries_a_refused_matching_with_fewer_keypoints(pair, learned, pai
 def test_a_refused_retry_reports_both_reasons(pair, pair_matches) -> None:
     p_pre, p_post = _probabilities(pair)
     few = type(pair_matches)(pair_matches.points_pre[:5], pair_matches.points_post[:5], pair_matches.scores[:5])
-    matcher = _RefusedFirst(None, few)
+    matcher = _RefusedFirst(few)
     result = align_pair(pair.pre, pair.post, p_pre, p_post, "ours", matcher)
     assert result.homography is None and not result.retried_sparser
     assert result.failure == "too few matches (5 < 12); matched again with half the keypoints: too few matches (5 < 12)"
