@@ -5,8 +5,12 @@ extreme of the implant's outline. The landmark network placed it 9-14 mm off
 on held-out anatomy; the implant mask's caudal extreme is within about 1.5 mm.
 A replaced hip's `femoral_head_centre` is the prosthetic head's centre; the
 head sits concentric in the cup, whose dome is the longest circular arc of the
-implant's outline (:func:`prosthetic_head_centre`: 0.22 mm held out, against
-0.88 mm for the fine landmark network).
+implant's outline (:func:`cup_dome`: 0.22 mm held out, against
+0.88 mm for the fine landmark network). The cup's rim points, the ends of the
+major axis of its opening ellipse, are the ends of that dome's diameter
+perpendicular to the dome's direction (:func:`cup_rim_points`): a hemispherical
+shell seen from any side shows a semicircular dome closed by the opening
+ellipse, which touches the dome's circle at the ends of its major axis.
 When the mask runs into the exposed field's edge, the extreme found there is
 the edge, not the tip: :func:`models.algorithms.exposed_field.null_out_of_field`
 then calls the tip out of field (presence is not changed here).
@@ -17,6 +21,7 @@ Pure geometry on arrays: no I/O, no model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,6 +43,21 @@ CUP_RADIUS_MM = (15.0, 40.0)
 """Outer cup radii a fitted circle must have to count as the cup's dome (a 30-80 mm shell)."""
 CUP_MAX_SHIFT_MM = 10.0
 """The dome's centre must lie this close to the predicted centre, or the prediction stands."""
+DOME_GAP_MM = 2.0
+"""Outline points on the dome's circle belong to one arc across gaps up to this long (a ragged predicted edge)."""
+DOME_ARC_DEG = (150.0, 260.0)
+"""A cup's dome arc spans about 180 degrees (a little more where the opening ellipse hugs the circle near its
+ends); outside this range the arc is not a dome (a cut-off or merged mask) and the predicted rim points stand."""
+
+
+@dataclass(frozen=True)
+class CupDome:
+    """The circle a cup's dome traces on the implant outline, in image mm, and the outline it was fitted to."""
+
+    centre_mm: np.ndarray
+    radius_mm: float
+    outline_mm: np.ndarray  # the window's outer contour, in order
+    origin_px: tuple[int, int]  # the window's top-left corner in the image
 
 
 def stem_tip(implant: np.ndarray, caudal: np.ndarray, spacing_mm: tuple[float, float]) -> Point | None:
@@ -51,27 +71,77 @@ def stem_tip(implant: np.ndarray, caudal: np.ndarray, spacing_mm: tuple[float, f
     return float(tip[:, 0].mean()), float(tip[:, 1].mean())
 
 
-def prosthetic_head_centre(implant: np.ndarray, predicted: Point, spacing_mm: tuple[float, float]) -> Point | None:
-    """Centre (pixels) of the circle the cup's dome traces on the implant outline near ``predicted``; None if
-    the mask has no plausible dome there (then the prediction stands)."""
+def cup_dome(implant: np.ndarray, predicted: Point, spacing_mm: tuple[float, float]) -> CupDome | None:
+    """The cup's dome near ``predicted``: the longest circular arc of the implant outline of a cup's size, centred
+    within :data:`CUP_MAX_SHIFT_MM` of ``predicted``; None if the mask has no plausible dome there."""
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]])
     window, x0, y0 = crop_around(implant, predicted, CUP_WINDOW_MM / spacing_xy)
     outline = outer_outline_mm(window, spacing_mm)
     fitted = None if outline is None else rim_circle(outline, HEAD_OUTLINE_INWARD_MM, HEAD_OUTLINE_OUTWARD_MM)
-    if fitted is None or not CUP_RADIUS_MM[0] <= fitted[1] <= CUP_RADIUS_MM[1]:
+    if outline is None or fitted is None or not CUP_RADIUS_MM[0] <= fitted[1] <= CUP_RADIUS_MM[1]:
         return None
-    centre = fitted[0] / spacing_xy + (x0, y0)
-    if np.linalg.norm((centre - predicted) * spacing_xy) > CUP_MAX_SHIFT_MM:
+    centre_px = fitted[0] / spacing_xy + (x0, y0)
+    if np.linalg.norm((centre_px - predicted) * spacing_xy) > CUP_MAX_SHIFT_MM:
         return None
-    return float(centre[0]), float(centre[1])
+    return CupDome(fitted[0], fitted[1], outline, (x0, y0))
+
+
+def _longest_run(on_circle: np.ndarray, max_gap: int) -> np.ndarray:
+    """Indices of the longest run of True along a closed contour, bridging gaps of up to ``max_gap`` points."""
+    hits = np.flatnonzero(on_circle)
+    if len(hits) == 0:
+        return hits
+    to_next = np.diff(np.r_[hits, hits[0] + len(on_circle)])  # from each hit to the next, wrapping around
+    run_ends = np.flatnonzero(to_next > max_gap)
+    if len(run_ends) == 0:
+        return hits  # the whole contour
+    best = hits[:0]
+    for k, previous_end in enumerate(run_ends):
+        start, end = previous_end + 1, run_ends[(k + 1) % len(run_ends)]
+        run = hits[(start + np.arange((end - start) % len(hits) + 1)) % len(hits)]
+        if len(run) > len(best):
+            best = run
+    return best
+
+
+def cup_rim_points(dome: CupDome, lateral_mm: np.ndarray, spacing_mm: tuple[float, float]) -> tuple[Point, Point] | None:
+    """(lateral, medial) rim points (pixels): the ends of the dome's diameter perpendicular to its direction.
+
+    The direction is the arc-length weighted mean of the dome arc's unit vectors from the centre (the contour's
+    8-connected steps are 1 or 1.4 pixels long; unweighted, the mean leans toward the axes: 1.0 deg of
+    inclination error on the true masks against 0.2 deg weighted). None when the arc does not span a dome's
+    :data:`DOME_ARC_DEG`.
+    """
+    outline = dome.outline_mm
+    radial = np.linalg.norm(outline - dome.centre_mm, axis=1) - dome.radius_mm
+    on_circle = (radial > -HEAD_OUTLINE_INWARD_MM) & (radial < HEAD_OUTLINE_OUTWARD_MM)
+    run = _longest_run(on_circle, max(1, round(DOME_GAP_MM / min(spacing_mm))))
+    if len(run) < 3:
+        return None
+    unit = outline[run] - dome.centre_mm
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    angles = np.unwrap(np.arctan2(unit[:, 1], unit[:, 0]))
+    if not DOME_ARC_DEG[0] <= np.degrees(abs(angles[-1] - angles[0])) <= DOME_ARC_DEG[1]:
+        return None
+    step = np.linalg.norm(np.diff(outline[np.r_[run, run[-1] + 1] % len(outline)], axis=0), axis=1)
+    length = 0.5 * (step + np.r_[step[0], step[:-1]])  # each point's share of the arc
+    direction = (unit * length[:, None]).sum(axis=0)
+    direction /= np.linalg.norm(direction)
+    across = np.array([-direction[1], direction[0]])
+    if across @ lateral_mm < 0:
+        across = -across
+    spacing_xy = np.array([spacing_mm[1], spacing_mm[0]])
+    lateral, medial = ((dome.centre_mm + sign * dome.radius_mm * across) / spacing_xy + dome.origin_px for sign in (1, -1))
+    return (float(lateral[0]), float(lateral[1])), (float(medial[0]), float(medial[1]))
 
 
 def snap_to_implant_outline(landmarks: Mapping[str, Point | None], masks: Mapping[str, np.ndarray],
                             spacing_mm: tuple[float, float]) -> dict[str, Point | None]:
-    """``landmarks`` with each present stem tip moved to its implant mask's distal extreme and each replaced
-    hip's head centre to its cup's centre (presence is never changed)."""
+    """``landmarks`` with each present stem tip moved to its implant mask's distal extreme, each replaced
+    hip's head centre to its cup's centre and its cup rim points to the dome's diameter (presence is never
+    changed)."""
     out = dict(landmarks)
-    _, cranial = pelvic_axes(landmarks, spacing_mm)
+    horizontal, cranial = pelvic_axes(landmarks, spacing_mm)
     for side in SIDES:
         implant = masks.get(f"implant_{side}")
         if implant is None or not np.any(implant):
@@ -80,6 +150,14 @@ def snap_to_implant_outline(landmarks: Mapping[str, Point | None], masks: Mappin
         if out.get(name) is not None:
             out[name] = stem_tip(implant, -cranial, spacing_mm) or out[name]
         name = f"femoral_head_centre_{side}"
-        if (predicted := out.get(name)) is not None:
-            out[name] = prosthetic_head_centre(implant, predicted, spacing_mm) or predicted
+        if (predicted := out.get(name)) is None or (dome := cup_dome(implant, predicted, spacing_mm)) is None:
+            continue
+        centre = dome.centre_mm / np.array([spacing_mm[1], spacing_mm[0]]) + dome.origin_px
+        out[name] = (float(centre[0]), float(centre[1]))
+        rim = (f"cup_rim_lateral_{side}", f"cup_rim_medial_{side}")
+        if out.get(rim[0]) is not None and out.get(rim[1]) is not None:
+            lateral = -horizontal if side == "right" else horizontal
+            points = cup_rim_points(dome, lateral, spacing_mm)
+            if points is not None:
+                out[rim[0]], out[rim[1]] = points
     return out

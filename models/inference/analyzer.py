@@ -370,9 +370,10 @@ PELVIC_OUTLINE_RULE = AlgorithmInfo("hipnode-pelvic-outline-extremes", "1.0")
 FEMORAL_OUTLINE_RULE = AlgorithmInfo("hipnode-femoral-outline-landmarks", "1.3")
 """Greater trochanters and shaft points from the femur masks; listed for the same reason. 1.3: sections cut at
 a shutter's edge too (session 14), shaft levels 20 and 80 mm below the lesser trochanter (session 15)."""
-HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.3")
-"""Native head centres (rim circle), lateral acetabular edges (fine hip masks), stem tips and replaced hips'
-head centres (cup dome; implant mask); listed likewise. 1.3: circles instead of the head mask's centroid."""
+HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.4")
+"""Native head centres (rim circle), lateral acetabular edges (fine hip masks), stem tips, replaced hips'
+head centres and cup rim points (cup dome; implant mask); listed likewise. 1.3: circles instead of the head
+mask's centroid. 1.4: cup rims from the dome's diameter instead of the landmark network (session 22)."""
 EXPOSED_FIELD_RULE = AlgorithmInfo("hipnode-exposed-field", "1.0")
 """Collimator shutters found in the pixels; landmarks and masks under them are out of field (always on)."""
 

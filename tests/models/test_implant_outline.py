@@ -93,3 +93,66 @@ def test_no_plausible_cup_leaves_the_predicted_centre() -> None:
     mask[290:310, 290:310] = True  # 10 mm: no cup
     landmarks = {"femoral_head_centre_right": (302.0, 301.0)}
     assert snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING) == landmarks
+
+
+def _right_cup(centre: tuple[int, int], radius_px: int, inclination_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A right total hip as an AP film shows it, and its true (lateral, medial) rim points.
+
+    The dome faces superomedially (image up-right); the opening ellipse (radiographic
+    anteversion about 12 deg: minor axis 0.2 R) faces inferolaterally, its major axis at
+    ``inclination_deg`` to the horizontal; the head sits in the cup, the neck leaves
+    through the opening and the stem runs down.
+    """
+    mask = np.zeros((ROWS, COLS), np.uint8)
+    cv2.ellipse(mask, centre, (radius_px, radius_px), inclination_deg, 180, 360, 1, -1)  # dome half
+    cv2.ellipse(mask, centre, (radius_px, int(0.2 * radius_px)), inclination_deg, 0, 360, 1, -1)  # opening
+    cv2.circle(mask, centre, int(0.62 * radius_px), 1, -1)  # prosthetic head
+    t = np.radians(inclination_deg)
+    axis = np.array([np.cos(t), np.sin(t)])
+    opening = np.array([-np.sin(t), np.cos(t)])  # down-left
+    neck_dir = opening + np.array([0.0, 0.6])
+    neck_end = np.asarray(centre) + 2.0 * radius_px * neck_dir / np.linalg.norm(neck_dir)
+    cv2.line(mask, centre, tuple(int(v) for v in neck_end), 1, int(0.4 * radius_px))
+    cv2.line(mask, tuple(int(v) for v in neck_end), (int(neck_end[0]), ROWS - 100), 1, int(0.3 * radius_px))
+    lateral, medial = np.asarray(centre) - radius_px * axis, np.asarray(centre) + radius_px * axis
+    return mask.astype(bool), lateral, medial
+
+
+def _inclination(lateral: np.ndarray, medial: np.ndarray) -> float:
+    d = np.subtract(medial, lateral)
+    return float(np.degrees(np.arctan2(d[1], d[0])))
+
+
+@pytest.mark.parametrize("inclination", [30.0, 42.0, 55.0])
+def test_cup_rim_points_are_the_ends_of_the_domes_diameter(inclination: float) -> None:
+    """The network's rims (4-5 mm off, rim line 6 deg off) move to the drawn cup's: within 0.5 mm and 0.5 deg."""
+    mask, lateral, medial = _right_cup((300, 330), 50, inclination)
+    landmarks = {"ischial_tuberosity_right": (300.0, 560.0), "ischial_tuberosity_left": (600.0, 560.0),
+                 "femoral_head_centre_right": (303.0, 327.0),
+                 "cup_rim_lateral_right": (lateral[0] + 6.0, lateral[1] - 7.0),
+                 "cup_rim_medial_right": (medial[0] - 5.0, medial[1] + 8.0),
+                 "cup_rim_lateral_left": None, "cup_rim_medial_left": None}
+    snapped = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)
+    got_lateral, got_medial = np.array(snapped["cup_rim_lateral_right"]), np.array(snapped["cup_rim_medial_right"])
+    assert np.linalg.norm(got_lateral - lateral) <= 1.0, (got_lateral, lateral)  # 1 px = 0.5 mm
+    assert np.linalg.norm(got_medial - medial) <= 1.0, (got_medial, medial)
+    assert abs(_inclination(got_lateral, got_medial) - inclination) <= 0.5
+    assert snapped["cup_rim_lateral_left"] is None and snapped["cup_rim_medial_left"] is None  # absent stays absent
+
+
+def test_absent_rim_points_are_not_invented_from_a_cup() -> None:
+    mask, _, _ = _right_cup((300, 330), 50, 45.0)
+    landmarks = {"femoral_head_centre_right": (300.0, 330.0), "cup_rim_lateral_right": None, "cup_rim_medial_right": None}
+    snapped = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)
+    assert snapped["cup_rim_lateral_right"] is None and snapped["cup_rim_medial_right"] is None
+
+
+def test_a_round_implant_without_a_dome_keeps_the_predicted_rims() -> None:
+    """A whole disc (a head alone, a cup seen end-on) has no dome direction: the network's points stand."""
+    mask = np.zeros((ROWS, COLS), np.uint8)
+    cv2.circle(mask, (300, 330), 50, 1, -1)
+    rims = {"cup_rim_lateral_right": (255.0, 300.0), "cup_rim_medial_right": (345.0, 360.0)}
+    landmarks = {"femoral_head_centre_right": (300.0, 330.0), **rims}
+    snapped = snap_to_implant_outline(landmarks, {"implant_right": mask.astype(bool)}, SPACING)
+    assert {k: snapped[k] for k in rims} == rims
+    assert np.hypot(snapped["femoral_head_centre_right"][0] - 300, snapped["femoral_head_centre_right"][1] - 330) <= 0.6
