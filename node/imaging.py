@@ -53,6 +53,15 @@ def _pair(ds: Dataset, keyword: str) -> list[float] | None:
     return values if len(values) == 2 else None
 
 
+def header_pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    """``((row_mm, col_mm), calibration)`` from a header by the spec's precedence (pixels not needed)."""
+    return resolve_pixel_spacing(
+        _pair(ds, "PixelSpacing"),
+        _pair(ds, "ImagerPixelSpacing"),
+        _number(ds, "EstimatedRadiographicMagnificationFactor"),
+    )
+
+
 def radiograph_from_dataset(ds: Dataset) -> Radiograph:
     """Decode ``ds`` (which must carry PixelData) into a :class:`Radiograph`."""
     if "PixelData" not in ds:
@@ -79,11 +88,7 @@ def radiograph_from_dataset(ds: Dataset) -> Radiograph:
         pixels = pixels + np.float32(intercept)
     if photometric == "MONOCHROME1":
         pixels = pixels.max() + pixels.min() - pixels
-    spacing, calibration = resolve_pixel_spacing(
-        _pair(ds, "PixelSpacing"),
-        _pair(ds, "ImagerPixelSpacing"),
-        _number(ds, "EstimatedRadiographicMagnificationFactor"),
-    )
+    spacing, calibration = header_pixel_spacing(ds)
     return Radiograph(
         pixels=pixels,
         pixel_spacing_mm=spacing,

@@ -3,7 +3,12 @@
 Both are single-frame 8-bit RGB SC images (DERIVED\\SECONDARY, ConversionType
 WSD) in the post-op exam's study, with every source image in
 SourceImageSequence. They are for display; the numbers live in the SR.
-Neither carries a pixel spacing: the overlay is rescaled and the map may be.
+The map lies on the post-op image's grid, so it carries that image's pixel
+spacing where the spacing is in the patient's plane (calibrated, or corrected
+for magnification: PixelSpacingCalibrationType GEOMETRY), and a viewer
+measures on it in mm; at the detector plane it carries none (a viewer's
+millimetres would then be magnified ones). The overlay is rescaled and
+carries none.
 General Series Laterality only knows R and L, so it is set only when the
 sources are of one side. An AP pelvis (ImageLaterality B) carries
 BodyPartExamined PELVIS (unpaired) and no Laterality, which dciodvfy accepts;
@@ -22,7 +27,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from models.algorithms.results import AlgorithmInfo, ImageAnalysis, PairAlignment
 from models.algorithms.vocabulary import DELTA_MEASUREMENTS, MEASUREMENTS
-from node.imaging import UnreadableImage, radiograph_from_dataset
+from node.imaging import UnreadableImage, header_pixel_spacing, radiograph_from_dataset
 from node.results import common, overlay
 from node.results.uids import instance_uid, series_uid
 
@@ -95,6 +100,22 @@ def _sc(
     return sc
 
 
+def _carry_patient_plane_spacing(sc: hd.sc.SCImage, grid_of: Dataset) -> None:
+    """Give ``sc`` (on ``grid_of``'s pixel grid) that image's spacing where it is in the patient's plane."""
+    spacing, calibration = header_pixel_spacing(grid_of)
+    if spacing is None or calibration == "detector_plane":
+        return
+    sc.PixelSpacing = [f"{v:.6g}" for v in spacing]
+    if calibration == "magnification_corrected":
+        sc.PixelSpacingCalibrationType = "GEOMETRY"
+        sc.PixelSpacingCalibrationDescription = (
+            "Imager Pixel Spacing / Est. Radiographic Magnification Factor")  # LO: 64 chars
+    else:
+        for keyword in ("PixelSpacingCalibrationType", "PixelSpacingCalibrationDescription"):
+            if grid_of.get(keyword):
+                setattr(sc, keyword, grid_of.get(keyword))
+
+
 def _unique(algorithms: Sequence[AlgorithmInfo]) -> tuple[AlgorithmInfo, ...]:
     return tuple(dict.fromkeys(algorithms))
 
@@ -116,15 +137,19 @@ def encode_cdm_sc(
     used = _unique([*alignment.algorithms, *algorithms])
     if not used:
         raise common.EncodingError("the alignment names no algorithm: results must identify the model")
-    return _sc(
+    picture = np.asarray(cdm_rgb)
+    sc = _sc(
         "cdm_sc",
-        np.asarray(cdm_rgb),
+        picture,
         [pre, post],
         used,
         f"Colour difference map: pre-op aligned onto post-op ({alignment.method})",
         identity,
         burned_in=False,
     )
+    if picture.shape[:2] == (int(post.Rows), int(post.Columns)):
+        _carry_patient_plane_spacing(sc, post)
+    return sc
 
 
 def _panel(ds: Dataset, analysis: ImageAnalysis, title: str, pixels: np.ndarray | None) -> overlay.Panel:

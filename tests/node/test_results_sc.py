@@ -46,6 +46,40 @@ def test_cdm_round_trip_and_header(pair, tmp_path: Path) -> None:
     assert verdict.errors == [], verdict.output
 
 
+def _cdm_header(pre: pydicom.Dataset, post: pydicom.Dataset, tmp_path: Path) -> pydicom.Dataset:
+    path = tmp_path / "cdm.dcm"
+    encode_cdm_sc(pre, post, make_cdm(), make_alignment()).save_as(path, enforce_file_format=True)
+    return pydicom.dcmread(path)
+
+
+def test_cdm_carries_the_post_op_spacing_where_it_is_in_the_patients_plane(tmp_path: Path) -> None:
+    """On the post-op grid the map measures like the post-op image: in mm where that image's mm are the patient's."""
+    pre = make_dx(seed=1)
+    calibrated = _cdm_header(pre, make_dx(seed=2, with_pixel_spacing=True), tmp_path)
+    assert [float(v) for v in calibrated.PixelSpacing] == [0.61, 0.61]
+    assert calibrated.PixelSpacingCalibrationType == "GEOMETRY"  # the source's own calibration, carried
+    assert calibrated.PixelSpacingCalibrationDescription == "magnification at the table"
+
+    magnified = _cdm_header(pre, make_dx(seed=3), tmp_path)  # ImagerPixelSpacing 0.7, ERMF 1.15
+    assert [float(v) for v in magnified.PixelSpacing] == pytest.approx([0.7 / 1.15] * 2, abs=1e-5)
+    assert magnified.PixelSpacingCalibrationType == "GEOMETRY"
+    assert "Magnification Factor" in magnified.PixelSpacingCalibrationDescription
+    require_tools()
+    verdict = dciodvfy(tmp_path / "cdm.dcm")
+    other_warnings = [line for line in verdict.output.splitlines() if line.startswith("Warning") and "99HIPNODE" not in line]
+    assert verdict.errors == [] and other_warnings == [], verdict.output  # the spacing attributes belong to SC
+
+
+def test_cdm_carries_no_spacing_at_the_detector_plane_or_off_the_post_op_grid(tmp_path: Path) -> None:
+    pre, post = make_dx(seed=1), make_dx(seed=2)
+    del post.EstimatedRadiographicMagnificationFactor  # detector-plane mm would be magnified ones
+    assert "PixelSpacing" not in _cdm_header(pre, post, tmp_path)
+    path = tmp_path / "scaled.dcm"
+    encode_cdm_sc(pre, make_dx(seed=2, with_pixel_spacing=True), make_cdm(scale=2), make_alignment()).save_as(
+        path, enforce_file_format=True)
+    assert "PixelSpacing" not in pydicom.dcmread(path)  # not the post-op grid: its spacing would be wrong
+
+
 def test_overlay_pair_is_drawn_and_valid(pair, tmp_path: Path) -> None:
     pre, post = pair
     pre_a, post_a = make_analysis(), make_analysis(post_op=True)
