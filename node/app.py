@@ -40,7 +40,7 @@ def _optional_service(module_name: str, class_name: str, settings: Settings,
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):
-            log.warning("service not available: module missing", extra={"module": module_name})
+            log.warning("service not available: module missing", extra={"service_module": module_name})
             return None
         raise
     return getattr(module, class_name)(settings, session_factory)
