@@ -12,6 +12,7 @@ header still fails. A not-analysable result has no landmarks at all.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,15 @@ NON_AP_VIEW_WORDS = ("LATERAL", "AXIAL", "OBLIQUE", "FROG", "LAUENSTEIN", "CROSS
 ViewPosition empty and code the view instead (CID 4010: "lateral", "right lateral", "medio-lateral",
 "axial", "left oblique"...); the hip's lateral views (frog-leg, Lauenstein, cross-table) and the pelvic
 inlet/outlet views cannot give the spec's AP measurements either."""
+NON_AP_VIEW_TEXT = ("LAT", "LATERAL", "LATERALE", "SEITLICH", "LAUENSTEIN", "FROG", "FROGLEG", "FROG LEG", "AXIAL",
+                    "CROSSTABLE", "CROSS TABLE", "XTABLE", "OBL", "OBLIQUE", "JUDET", "INLET", "OUTLET", "DUNN",
+                    "LEQUESNE", "FALSE PROFILE", "FAUX PROFIL")
+"""Whole words (or word pairs) of a series description, protocol name, CR processing menu or view name that name
+a view other than AP. Many CR and DX systems leave ViewPosition and the View Code Sequence empty and say the view
+only there ("HIP LAT", "Huefte axial", "PELVIS JUDET"). Matched as whole words: BILATERAL is not LAT."""
+AP_VIEW_TEXT = ("AP", "PA", "A P", "P A", "ANTEROPOSTERIOR", "POSTEROANTERIOR", "ANTERO POSTERIOR", "FRONTAL")
+"""Words that name an AP view: text naming both ("HIP AP LAT") decides nothing, the pixels then do."""
+VIEW_TEXT_KEYWORDS = ("SeriesDescription", "ProtocolName", "AcquisitionDeviceProcessingDescription", "ViewName")
 ACCEPTED_MODALITIES = {"", "CR", "DX", "RG", "DR", "OT"}
 MIN_SIDE_PX = 256
 MIN_FIELD_MM = 150.0
@@ -118,6 +128,7 @@ class Header:
     body_part: str = ""
     view_position: str = ""
     view_code: str = ""  # ViewCodeSequence's first CodeMeaning (CID 4010 for DX)
+    view_text: tuple[str, ...] = ()  # series description, protocol name, CR processing menu, view name
 
     @classmethod
     def from_dataset(cls, ds: Any) -> Header:
@@ -129,7 +140,22 @@ class Header:
             view_code = str(ds.ViewCodeSequence[0].CodeMeaning or "").strip().upper()
         except (AttributeError, IndexError, TypeError):
             view_code = ""
-        return cls(get("Modality"), get("BodyPartExamined"), get("ViewPosition"), view_code)
+        text = tuple(value for keyword in VIEW_TEXT_KEYWORDS if (value := get(keyword)))
+        return cls(get("Modality"), get("BodyPartExamined"), get("ViewPosition"), view_code, text)
+
+
+def _names_view(text: str, phrases: tuple[str, ...]) -> bool:
+    """Whether ``text`` holds one of ``phrases`` as whole words (any non-letter separates words)."""
+    words = " " + " ".join(re.findall(r"[A-Z]+", text.upper())) + " "
+    return any(f" {phrase} " in words for phrase in phrases)
+
+
+def non_ap_view_text(texts: tuple[str, ...]) -> str | None:
+    """The first free text that names a non-AP view and no AP view, or None."""
+    for text in texts:
+        if _names_view(text, NON_AP_VIEW_TEXT) and not _names_view(text, AP_VIEW_TEXT):
+            return text
+    return None
 
 
 def display_shutter(ds: Any, shape: tuple[int, int]) -> ExposedField | None:
@@ -161,6 +187,8 @@ def header_problem(header: Header) -> str | None:
         return f"lateral view ({header.view_position}): an AP pelvis view is needed"
     if any(word in header.view_code for word in NON_AP_VIEW_WORDS):
         return f"{header.view_code.lower()} view (ViewCodeSequence): an AP pelvis view is needed"
+    if (text := non_ap_view_text(header.view_text)) is not None:
+        return f"the series or protocol names a non-AP view ({text!r}): an AP pelvis view is needed"
     return None
 
 

@@ -130,6 +130,9 @@ BAD_HEADERS = [
     ("knee", {"BodyPartExamined": "KNEE"}, "body part"),
     ("lateral", {"ViewPosition": "LL"}, "lateral"),
     ("coded lateral", {"ViewPosition": "", "ViewCodeSequence": [_code("399067008", "lateral")]}, "lateral view"),
+    ("lateral named in the CR menu", {"ViewPosition": "", "AcquisitionDeviceProcessingDescription": "HIP LAT"},
+     "non-AP view ('HIP LAT')"),
+    ("lateral named in the series", {"ViewPosition": "", "SeriesDescription": "Huefte axial links"}, "non-AP view"),
     ("ct", {"Modality": "CT"}, "modality"),
 ]
 

@@ -36,6 +36,16 @@ HEADERS = [
     (Header("DX", "HIP", "", "RIGHT LATERAL"), "right lateral view"),
     (Header("DX", "PELVIS", "", "LEFT OBLIQUE"), "oblique"),
     (Header("CR", "HIP", "AP", "AXIAL"), "axial"),
+    # ViewPosition and the view code empty, the view named only in free text (CR menus, series descriptions)
+    (Header("CR", "HIP", "", "", ("HIP LAT",)), "'HIP LAT'"),
+    (Header("CR", "PELVIS", "", "", ("PELVIS AP", "Huefte axial".upper())), "'HUEFTE AXIAL'"),
+    (Header("DX", "PELVIS", "", "", ("", "BECKEN/HUEFTE LAUENSTEIN LI")), "LAUENSTEIN"),
+    (Header("DX", "HIP", "", "", ("Frog-leg lateral R".upper(),)), "FROG-LEG"),
+    (Header("DX", "PELVIS", "", "", ("PELVIS JUDET (OBTURATOR OBLIQUE)",)), "JUDET"),
+    (Header("DX", "PELVIS", "", "", ("PELVIS A.P.", "BILATERAL HIPS")), None),  # BILATERAL is not LAT
+    (Header("CR", "HIP", "", "", ("HIP AP/LAT",)), None),  # names both: the pixels decide
+    (Header("DX", "PELVIS", "", "", ("AP pelvis post-op (synthetic)".upper(),)), None),
+    (Header("DX", "PELVIS", "", "", ("LATERALITY CHECK", "PLATE 2")), None),  # words, not substrings
 ]
 
 
