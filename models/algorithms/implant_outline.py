@@ -48,6 +48,14 @@ DOME_GAP_MM = 2.0
 DOME_ARC_DEG = (150.0, 260.0)
 """A cup's dome arc spans about 180 degrees (a little more where the opening ellipse hugs the circle near its
 ends); outside this range the arc is not a dome (a cut-off or merged mask) and the predicted rim points stand."""
+HEAD_RADIUS_MM = (8.0, 40.0)
+"""Radii a round piece of metal at the hip may have: a total hip's head alone (14-18 mm), a hemiarthroplasty's
+(the native head's, 19-28 mm), a cup's dome (up to about 33 mm)."""
+HEAD_INSIDE_CUP_MM = 3.0
+"""A total hip's head sits inside its cup, so where the cup's opening shows, the implant outline dips well inside
+the dome's circle (7.1-9.0 mm on 61 sides of the generator's films, predicted masks); a head with no cup (a
+hemiarthroplasty, or an all-polyethylene cup, which does not show) has an outline that never does (0.3-0.4 mm:
+pixel steps). Between the two, this separates a cup's dome from a lone head of the same size."""
 
 
 @dataclass(frozen=True)
@@ -71,14 +79,16 @@ def stem_tip(implant: np.ndarray, caudal: np.ndarray, spacing_mm: tuple[float, f
     return float(tip[:, 0].mean()), float(tip[:, 1].mean())
 
 
-def cup_dome(implant: np.ndarray, predicted: Point, spacing_mm: tuple[float, float]) -> CupDome | None:
-    """The cup's dome near ``predicted``: the longest circular arc of the implant outline of a cup's size, centred
-    within :data:`CUP_MAX_SHIFT_MM` of ``predicted``; None if the mask has no plausible dome there."""
+def cup_dome(implant: np.ndarray, predicted: Point, spacing_mm: tuple[float, float],
+             radius_mm: tuple[float, float] = CUP_RADIUS_MM) -> CupDome | None:
+    """The cup's dome near ``predicted``: the longest circular arc of the implant outline of a cup's size
+    (``radius_mm``), centred within :data:`CUP_MAX_SHIFT_MM` of ``predicted``; None if the mask has no plausible
+    dome there."""
     spacing_xy = np.array([spacing_mm[1], spacing_mm[0]])
     window, x0, y0 = crop_around(implant, predicted, CUP_WINDOW_MM / spacing_xy)
     outline = outer_outline_mm(window, spacing_mm)
     fitted = None if outline is None else rim_circle(outline, HEAD_OUTLINE_INWARD_MM, HEAD_OUTLINE_OUTWARD_MM)
-    if outline is None or fitted is None or not CUP_RADIUS_MM[0] <= fitted[1] <= CUP_RADIUS_MM[1]:
+    if outline is None or fitted is None or not radius_mm[0] <= fitted[1] <= radius_mm[1]:
         return None
     centre_px = fitted[0] / spacing_xy + (x0, y0)
     if np.linalg.norm((centre_px - predicted) * spacing_xy) > CUP_MAX_SHIFT_MM:
@@ -104,6 +114,27 @@ def _longest_run(on_circle: np.ndarray, max_gap: int) -> np.ndarray:
     return best
 
 
+def _arc(dome: CupDome, spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the dome's arc (the longest run of outline points on its circle) and their unit vectors."""
+    outline = dome.outline_mm
+    radial = np.linalg.norm(outline - dome.centre_mm, axis=1) - dome.radius_mm
+    on_circle = (radial > -HEAD_OUTLINE_INWARD_MM) & (radial < HEAD_OUTLINE_OUTWARD_MM)
+    run = _longest_run(on_circle, max(1, round(DOME_GAP_MM / min(spacing_mm))))
+    unit = outline[run] - dome.centre_mm
+    return run, unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+
+
+def arc_span_deg(dome: CupDome, spacing_mm: tuple[float, float]) -> float:
+    """How many degrees of the dome's circle its arc covers (360 for a whole circle)."""
+    run, unit = _arc(dome, spacing_mm)
+    if len(run) == len(dome.outline_mm):
+        return 360.0
+    if len(run) < 3:
+        return 0.0
+    angles = np.unwrap(np.arctan2(unit[:, 1], unit[:, 0]))
+    return float(np.degrees(abs(angles[-1] - angles[0])))
+
+
 def cup_rim_points(dome: CupDome, lateral_mm: np.ndarray, spacing_mm: tuple[float, float]) -> tuple[Point, Point] | None:
     """(lateral, medial) rim points (pixels): the ends of the dome's diameter perpendicular to its direction.
 
@@ -112,17 +143,10 @@ def cup_rim_points(dome: CupDome, lateral_mm: np.ndarray, spacing_mm: tuple[floa
     inclination error on the true masks against 0.2 deg weighted). None when the arc does not span a dome's
     :data:`DOME_ARC_DEG`.
     """
+    if not DOME_ARC_DEG[0] <= arc_span_deg(dome, spacing_mm) <= DOME_ARC_DEG[1]:
+        return None
     outline = dome.outline_mm
-    radial = np.linalg.norm(outline - dome.centre_mm, axis=1) - dome.radius_mm
-    on_circle = (radial > -HEAD_OUTLINE_INWARD_MM) & (radial < HEAD_OUTLINE_OUTWARD_MM)
-    run = _longest_run(on_circle, max(1, round(DOME_GAP_MM / min(spacing_mm))))
-    if len(run) < 3:
-        return None
-    unit = outline[run] - dome.centre_mm
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    angles = np.unwrap(np.arctan2(unit[:, 1], unit[:, 0]))
-    if not DOME_ARC_DEG[0] <= np.degrees(abs(angles[-1] - angles[0])) <= DOME_ARC_DEG[1]:
-        return None
+    run, unit = _arc(dome, spacing_mm)
     step = np.linalg.norm(np.diff(outline[np.r_[run, run[-1] + 1] % len(outline)], axis=0), axis=1)
     length = 0.5 * (step + np.r_[step[0], step[:-1]])  # each point's share of the arc
     direction = (unit * length[:, None]).sum(axis=0)
@@ -135,11 +159,30 @@ def cup_rim_points(dome: CupDome, lateral_mm: np.ndarray, spacing_mm: tuple[floa
     return (float(lateral[0]), float(lateral[1])), (float(medial[0]), float(medial[1]))
 
 
+def holds_a_head(dome: CupDome) -> bool:
+    """Whether the implant outline dips :data:`HEAD_INSIDE_CUP_MM` inside the dome's circle: a cup with its head."""
+    radial = np.linalg.norm(dome.outline_mm - dome.centre_mm, axis=1) - dome.radius_mm
+    return float(radial.min()) < -HEAD_INSIDE_CUP_MM
+
+
+def head_without_cup(implant: np.ndarray, predicted: Point, spacing_mm: tuple[float, float]) -> bool:
+    """Whether the implant near ``predicted`` is a prosthetic head with no metal cup around it: its outline's
+    longest circular arc is of a head's size, covers at least a half circle (:data:`DOME_ARC_DEG`), and
+    nothing of the outline lies inside that circle.
+
+    The segmentation, trained on total hips only, tends to paint a crescent of "cup" into the acetabulum beside a
+    lone head; the crescent lies outside the head's circle, so it does not make a cup here.
+    """
+    head = cup_dome(implant, predicted, spacing_mm, HEAD_RADIUS_MM)
+    return head is not None and arc_span_deg(head, spacing_mm) >= DOME_ARC_DEG[0] and not holds_a_head(head)
+
+
 def snap_to_implant_outline(landmarks: Mapping[str, Point | None], masks: Mapping[str, np.ndarray],
                             spacing_mm: tuple[float, float]) -> dict[str, Point | None]:
     """``landmarks`` with each present stem tip moved to its implant mask's distal extreme, each replaced
-    hip's head centre to its cup's centre and its cup rim points to the dome's diameter (presence is never
-    changed)."""
+    hip's head centre to its cup's (or lone head's) centre and its cup rim points to the dome's diameter; rim
+    points are nulled where the implant is a head with no cup (:func:`head_without_cup`), and otherwise never
+    added or removed."""
     out = dict(landmarks)
     horizontal, cranial = pelvic_axes(landmarks, spacing_mm)
     for side in SIDES:
@@ -150,14 +193,19 @@ def snap_to_implant_outline(landmarks: Mapping[str, Point | None], masks: Mappin
         if out.get(name) is not None:
             out[name] = stem_tip(implant, -cranial, spacing_mm) or out[name]
         name = f"femoral_head_centre_{side}"
-        if (predicted := out.get(name)) is None or (dome := cup_dome(implant, predicted, spacing_mm)) is None:
+        if (predicted := out.get(name)) is None:
             continue
-        centre = dome.centre_mm / np.array([spacing_mm[1], spacing_mm[0]]) + dome.origin_px
-        out[name] = (float(centre[0]), float(centre[1]))
         rim = (f"cup_rim_lateral_{side}", f"cup_rim_medial_{side}")
-        if out.get(rim[0]) is not None and out.get(rim[1]) is not None:
-            lateral = -horizontal if side == "right" else horizontal
-            points = cup_rim_points(dome, lateral, spacing_mm)
-            if points is not None:
-                out[rim[0]], out[rim[1]] = points
+        rims_present = out.get(rim[0]) is not None and out.get(rim[1]) is not None
+        dome = cup_dome(implant, predicted, spacing_mm)
+        points = None
+        if dome is not None:
+            centre = dome.centre_mm / np.array([spacing_mm[1], spacing_mm[0]]) + dome.origin_px
+            out[name] = (float(centre[0]), float(centre[1]))  # a cup's centre, or a lone head's
+            if rims_present and holds_a_head(dome):
+                points = cup_rim_points(dome, -horizontal if side == "right" else horizontal, spacing_mm)
+        if points is not None:
+            out[rim[0]], out[rim[1]] = points
+        elif rims_present and head_without_cup(implant, predicted, spacing_mm):
+            out[rim[0]] = out[rim[1]] = None  # no cup shows: its rim cannot be read
     return out

@@ -60,6 +60,7 @@ class HipPlan:
     cup_shift_mm: np.ndarray  # cup centre minus native head centre (anatomy space)
     head_on_femur_mm: np.ndarray  # prosthetic head centre minus native head centre (femur space)
     stem_length_mm: float
+    hemi: bool = False  # hemiarthroplasty: a head the native head's size on the stem, no cup
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,13 @@ def image_geometry(size_px: int | None, sid_mm: float, oid_mm: float) -> Geometr
 
 
 def sample_patient(anatomy: Anatomy, rng: np.random.Generator, implant_sides: tuple[str, ...],
-                   local_shape_mm: float = 0.0) -> Patient:
-    """Size, soft tissue build and arthroplasty plan of one synthetic patient."""
+                   local_shape_mm: float = 0.0, hemi_sides: tuple[str, ...] = ()) -> Patient:
+    """Size, soft tissue build and arthroplasty plan of one synthetic patient.
+
+    ``hemi_sides`` (of ``implant_sides``) get a hemiarthroplasty instead of a total hip: no cup, a head of the
+    native head's size where the native head was. The random draws are the same either way, so a patient
+    without hemiarthroplasties is exactly what it was before the option existed.
+    """
     scale = rng.uniform(0.9, 1.1) * rng.uniform(0.97, 1.03, 3)
     plans = {}
     for side in implant_sides:
@@ -155,6 +161,9 @@ def sample_patient(anatomy: Anatomy, rng: np.random.Generator, implant_sides: tu
             head_on_femur_mm=np.array([lateral * rng.uniform(-5, 5), rng.uniform(-2, 2), rng.uniform(-6, 6)]),
             stem_length_mm=float(rng.uniform(105, 145)),
         )
+        if side in hemi_sides:
+            plans[side] = replace(plans[side], head_radius_mm=float(native), cup_outer_mm=float(native),
+                                  cup_shift_mm=np.zeros(3), head_on_femur_mm=np.zeros(3), hemi=True)
     fixed = np.array([anatomy.femur_geometry[s].head_centre for s in SIDES])
     narrowing = {s: float(rng.uniform(0.0, 1.5)) for s in SIDES}
     fat_scale = float(rng.uniform(0.7, 1.4))
@@ -244,7 +253,8 @@ def _build_hip(patient: Patient, side: str, world_from_anat: np.ndarray, world_f
     pts = apply(world_from_femur, patient.deform(np.array([head_f, shoulder, mid, tip])))
     stem = ((pts[0], pts[1], 6.5, 7.5), (pts[1], pts[2], 10.0, 7.0), (pts[2], pts[3], 7.0, 4.5))
     ap = world_from_femur[:3, :3] @ np.array([0.0, 1.0, 0.0])
-    return Hip(side, centre, axis, plan.cup_outer_mm, 3.0, plan.head_radius_mm, stem, ap / np.linalg.norm(ap), 1.7)
+    hip = Hip(side, centre, axis, plan.cup_outer_mm, 3.0, plan.head_radius_mm, stem, ap / np.linalg.norm(ap), 1.7)
+    return replace(hip, mu_cup=0.0) if plan.hemi else hip
 
 
 def _upsample(coarse: np.ndarray, grid: CoarseGrid, geom: Geometry) -> np.ndarray:
@@ -388,6 +398,9 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
         },
         "implants": {
             side: {
+                "hemiarthroplasty": True,
+                "head_diameter_mm": 2 * patient.plans[side].head_radius_mm,
+            } if patient.plans[side].hemi else {
                 "cup_inclination_deg": patient.plans[side].inclination_deg,
                 "cup_anteversion_deg": patient.plans[side].anteversion_deg,
                 "head_diameter_mm": 2 * patient.plans[side].head_radius_mm,
@@ -473,15 +486,16 @@ def _landmarks(
         out[f"acetabular_lateral_edge_{s}"] = tuple(edge[int(np.argmax(angle))])
         if s in hips:
             hip = hips[s]
-            rim = geom.project(hip.rim_points(360))
-            half = len(rim) // 2
-            spans = np.linalg.norm(rim[:half] - rim[half:], axis=1)
-            i = int(np.argmax(spans))
-            a, b = rim[i], rim[i + half]
-            if (a - b) @ lateral < 0:
-                a, b = b, a
-            out[f"cup_rim_lateral_{s}"] = tuple(a)
-            out[f"cup_rim_medial_{s}"] = tuple(b)
+            if not patient.plans[s].hemi:  # a hemiarthroplasty has no cup, so no rim
+                rim = geom.project(hip.rim_points(360))
+                half = len(rim) // 2
+                spans = np.linalg.norm(rim[:half] - rim[half:], axis=1)
+                i = int(np.argmax(spans))
+                a, b = rim[i], rim[i + half]
+                if (a - b) @ lateral < 0:
+                    a, b = b, a
+                out[f"cup_rim_lateral_{s}"] = tuple(a)
+                out[f"cup_rim_medial_{s}"] = tuple(b)
             out[f"stem_tip_{s}"] = tuple(geom.project(hip.stem_tip[None])[0])
     for name, p in out.items():  # out of field: off the film or under a collimator shutter
         if p is not None and not field.contains((float(p[0]), float(p[1]))):

@@ -270,3 +270,37 @@ def test_analysis_keeps_the_pelvis_probability_alignment_uses(tmp_path: Path, we
     assert kept.shape == radiograph.pixels.shape and kept.dtype == np.float32
     np.testing.assert_allclose(kept, again, atol=1e-6)
     assert (kept >= 0.5).any() and np.array_equal(kept > 0.5, analysis.masks["pelvis"])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_hemiarthroplasty_gets_no_cup(tmp_path: Path, side: str):
+    """A post-op film with a hemiarthroplasty (the generator's: no cup, a native-sized head): no cup rim is
+    invented and no cup inclination measured, though the reference models were trained on total hips only
+    and their segmentation paints a cup crescent beside the head; the stem and head are still read.
+    """
+    import datetime as dt
+
+    from models.synth.anatomy import load_anatomy
+    from models.synth.dicom_writer import exam_dataset, identity_for
+    from models.synth.generator import render_exam, sample_patient, sample_pose
+    from models.synth.reference_data import label_map
+
+    rng = np.random.default_rng([5, 1 if side == "right" else 2])
+    anatomy = load_anatomy(str(label_map("Pelvic-Ref-002")))  # held out of the reference models' training
+    patient = sample_patient(anatomy, rng, (side,), hemi_sides=(side,))
+    exam = render_exam(patient, sample_pose(rng), "post", 640, rng)
+    assert exam.landmarks[f"cup_rim_lateral_{side}"] is None and exam.measurements[f"cup_inclination_{side}"] is None
+    assert exam.masks[f"implant_{side}"].any()
+    who = identity_for(["hemi", side], "HEMI1", "Hemi^Test", "19400101", "F", dt.datetime(2022, 1, 1), "AP pelvis")
+    path = tmp_path / "hemi.dcm"
+    exam_dataset(exam, who).save_as(path, enforce_file_format=True)
+    out = tmp_path / "out.json"
+    rc = main(["analyze", str(path), "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert rc == EXIT_OK, result
+    for name in (f"cup_rim_lateral_{side}", f"cup_rim_medial_{side}"):
+        assert result["landmarks"][name] is None, (name, result["landmarks"][name])
+    assert result["measurements"][f"cup_inclination_{side}"] is None
+    head = result["landmarks"][f"femoral_head_centre_{side}"]
+    true_head = exam.landmarks[f"femoral_head_centre_{side}"]
+    assert head is not None and np.hypot(*np.subtract(head, true_head)) * exam.pixel_spacing_mm[0] < 2.0

@@ -147,12 +147,25 @@ def test_absent_rim_points_are_not_invented_from_a_cup() -> None:
     assert snapped["cup_rim_lateral_right"] is None and snapped["cup_rim_medial_right"] is None
 
 
-def test_a_round_implant_without_a_dome_keeps_the_predicted_rims() -> None:
-    """A whole disc (a head alone, a cup seen end-on) has no dome direction: the network's points stand."""
+@pytest.mark.parametrize("head_radius_px", [32, 50])  # 16 mm: a total hip's head; 25 mm: a hemiarthroplasty's
+def test_a_round_head_without_a_cup_has_no_rim_points(head_radius_px: int) -> None:
+    """No metal cup shows (hemiarthroplasty, all-polyethylene cup): the network's rims are nulled, not kept."""
     mask = np.zeros((ROWS, COLS), np.uint8)
-    cv2.circle(mask, (300, 330), 50, 1, -1)
+    cv2.circle(mask, (300, 330), head_radius_px, 1, -1)
+    cv2.line(mask, (300, 330), (240, 420), 1, 24)  # neck
+    cv2.line(mask, (240, 420), (240, 900), 1, 18)  # stem
+    rims = {"cup_rim_lateral_right": (255.0, 300.0), "cup_rim_medial_right": (345.0, 360.0)}
+    landmarks = {"femoral_head_centre_right": (303.0, 327.0), **rims}
+    snapped = snap_to_implant_outline(landmarks, {"implant_right": mask.astype(bool)}, SPACING)
+    assert snapped["cup_rim_lateral_right"] is None and snapped["cup_rim_medial_right"] is None
+    assert np.hypot(snapped["femoral_head_centre_right"][0] - 300, snapped["femoral_head_centre_right"][1] - 330) <= 0.6
+
+
+def test_an_implant_with_no_round_outline_keeps_the_predicted_rims() -> None:
+    """Neither a dome nor a round head (a mask the segmentation broke up): the rule cannot tell, the network stands."""
+    mask = np.zeros((ROWS, COLS), bool)
+    mask[280:380, 250:350] = True  # a square
     rims = {"cup_rim_lateral_right": (255.0, 300.0), "cup_rim_medial_right": (345.0, 360.0)}
     landmarks = {"femoral_head_centre_right": (300.0, 330.0), **rims}
-    snapped = snap_to_implant_outline(landmarks, {"implant_right": mask.astype(bool)}, SPACING)
+    snapped = snap_to_implant_outline(landmarks, {"implant_right": mask}, SPACING)
     assert {k: snapped[k] for k in rims} == rims
-    assert np.hypot(snapped["femoral_head_centre_right"][0] - 300, snapped["femoral_head_centre_right"][1] - 330) <= 0.6
