@@ -10,7 +10,10 @@ implant's outline (:func:`cup_dome`: 0.22 mm held out, against
 major axis of its opening ellipse, are the ends of that dome's diameter
 perpendicular to the dome's direction (:func:`cup_rim_points`): a hemispherical
 shell seen from any side shows a semicircular dome closed by the opening
-ellipse, which touches the dome's circle at the ends of its major axis.
+ellipse, which touches the dome's circle at the ends of its major axis. A
+head with no metal cup around it (a hemiarthroplasty, a radiolucent
+all-polyethylene cup) has no dome holding a head: its cup rims are null
+(:func:`head_without_cup`), whatever the landmark network placed.
 When the mask runs into the exposed field's edge, the extreme found there is
 the edge, not the tip: :func:`models.algorithms.exposed_field.null_out_of_field`
 then calls the tip out of field (presence is not changed here).
@@ -124,15 +127,18 @@ def _arc(dome: CupDome, spacing_mm: tuple[float, float]) -> tuple[np.ndarray, np
     return run, unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
 
 
-def arc_span_deg(dome: CupDome, spacing_mm: tuple[float, float]) -> float:
-    """How many degrees of the dome's circle its arc covers (360 for a whole circle)."""
-    run, unit = _arc(dome, spacing_mm)
-    if len(run) == len(dome.outline_mm):
+def _span_deg(run: np.ndarray, unit: np.ndarray, outline_length: int) -> float:
+    if len(run) == outline_length:
         return 360.0
     if len(run) < 3:
         return 0.0
     angles = np.unwrap(np.arctan2(unit[:, 1], unit[:, 0]))
     return float(np.degrees(abs(angles[-1] - angles[0])))
+
+
+def arc_span_deg(dome: CupDome, spacing_mm: tuple[float, float]) -> float:
+    """How many degrees of the dome's circle its arc covers (360 for a whole circle)."""
+    return _span_deg(*_arc(dome, spacing_mm), len(dome.outline_mm))
 
 
 def cup_rim_points(dome: CupDome, lateral_mm: np.ndarray, spacing_mm: tuple[float, float]) -> tuple[Point, Point] | None:
@@ -143,10 +149,10 @@ def cup_rim_points(dome: CupDome, lateral_mm: np.ndarray, spacing_mm: tuple[floa
     inclination error on the true masks against 0.2 deg weighted). None when the arc does not span a dome's
     :data:`DOME_ARC_DEG`.
     """
-    if not DOME_ARC_DEG[0] <= arc_span_deg(dome, spacing_mm) <= DOME_ARC_DEG[1]:
-        return None
     outline = dome.outline_mm
     run, unit = _arc(dome, spacing_mm)
+    if not DOME_ARC_DEG[0] <= _span_deg(run, unit, len(outline)) <= DOME_ARC_DEG[1]:
+        return None
     step = np.linalg.norm(np.diff(outline[np.r_[run, run[-1] + 1] % len(outline)], axis=0), axis=1)
     length = 0.5 * (step + np.r_[step[0], step[:-1]])  # each point's share of the arc
     direction = (unit * length[:, None]).sum(axis=0)
