@@ -320,20 +320,50 @@ def _inside(p: np.ndarray, geom: Geometry) -> bool:
     return bool(0 <= p[0] <= geom.cols - 1 and 0 <= p[1] <= geom.rows - 1)
 
 
-def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | None, rng: np.random.Generator, processing: Processing | None = None) -> Exam:
-    """Render one exam of ``patient`` (``phase`` "pre" or "post") with its ground truth."""
+NEAR_AP_DEG = 15.0
+"""Poses within this of AP about every axis (all of ``sample_pose``'s) render as they always have: point clouds
+merged along the beam, a fixed exposure. Beyond it (oblique and lateral views, for the content check) nothing is
+merged, or the merged runs would show as stripes, and an automatic exposure control applies."""
+AEC_REFERENCE_LINE_INTEGRAL = 4.3
+"""Median line integral through the body of an AP pelvis film (Pelvic-Ref-002, average build). A thicker
+projection (a lateral: about 6.9) gets exp(difference) times the photons, as an AEC keeps the detector dose; without
+it a lateral is photon-starved noise with no bone in it."""
+
+
+def near_ap(pose: ExamPose) -> bool:
+    """Whether the pelvis is posed within :data:`NEAR_AP_DEG` of AP about every axis."""
+    return max(abs(a) for a in pose.pelvis_deg) <= NEAR_AP_DEG
+
+
+def _automatic_exposure(proc: Processing, mu_line: np.ndarray) -> Processing:
+    """``proc`` with photons raised for a projection thicker than an AP pelvis's (:data:`AEC_REFERENCE_LINE_INTEGRAL`)."""
+    body = mu_line > 1.0
+    median = float(np.median(mu_line[body])) if body.any() else 0.0
+    gain = float(np.exp(max(0.0, median - AEC_REFERENCE_LINE_INTEGRAL)))
+    return replace(proc, photons_per_mm2=proc.photons_per_mm2 * gain)
+
+
+def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | None, rng: np.random.Generator,
+                processing: Processing | None = None, truth: bool = True) -> Exam:
+    """Render one exam of ``patient`` (``phase`` "pre" or "post") with its ground truth.
+
+    Any pose renders; the spec's landmarks and measurements are defined on AP views only, so ``truth=False``
+    (for oblique and lateral views) leaves them all null and the roof and joint-space segments empty.
+    """
     anatomy = patient.anatomy
+    ap = near_ap(pose)
+    bone_merge, soft_merge = (3, 4) if ap else (1, 1)
     geom = image_geometry(size_px, pose.sid_mm, pose.oid_mm)
     grid = CoarseGrid.for_geometry(geom, 1.25 * geom.magnification)
     world_from_anat, world_from_femur, cups = _transforms(patient, pose, phase)
     implanted = set(cups)
 
     pelvis = np.concatenate([
-        _splat(patient, body_points(anatomy.pelvis, ("mu", "pelvis"), 3), world_from_anat, geom, grid),
-        _splat(patient, body_points(anatomy.pelvis, ("roof",), 3), world_from_anat, geom, grid),
+        _splat(patient, body_points(anatomy.pelvis, ("mu", "pelvis"), bone_merge), world_from_anat, geom, grid),
+        _splat(patient, body_points(anatomy.pelvis, ("roof",), bone_merge), world_from_anat, geom, grid),
     ])
     soft_grid = CoarseGrid(grid.factor * 2, -(-grid.rows // 2), -(-grid.cols // 2))
-    soft_cloud = body_points(anatomy.soft, ("muscle", "fat"), 4)
+    soft_cloud = body_points(anatomy.soft, ("muscle", "fat"), soft_merge)
     fat = patient.fat_scale * float(rng.uniform(0.9, 1.1))  # weight changes between exams
     soft_mu = soft_cloud.values @ np.array([[MU_MUSCLE], [MU_FAT * fat]], np.float32)
     soft_line = cv2.GaussianBlur(splat(soft_cloud, world_from_anat, geom, soft_grid, weights=soft_mu)[0], (0, 0), 1.2)
@@ -342,13 +372,13 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     occupancy: dict[str, np.ndarray] = {"pelvis": pelvis[1], "roof": pelvis[2]}
     for side in SIDES:
         channels = ("mu_post", "femur_post") if side in implanted else ("mu", "femur")
-        f = _splat(patient, body_points(anatomy.femurs[side], channels, 3), world_from_femur[side], geom, grid)
+        f = _splat(patient, body_points(anatomy.femurs[side], channels, bone_merge), world_from_femur[side], geom, grid)
         bone_line += f[0]
         occupancy[f"femur_{side}"] = f[1]
         if side in implanted:
             occupancy[f"head_{side}"] = np.zeros_like(f[1])
         else:
-            occupancy[f"head_{side}"] = _splat(patient, body_points(anatomy.femurs[side], ("head",), 3), world_from_femur[side], geom, grid)[0]
+            occupancy[f"head_{side}"] = _splat(patient, body_points(anatomy.femurs[side], ("head",), bone_merge), world_from_femur[side], geom, grid)[0]
 
     bone_fine = _upsample(bone_line, grid, geom)
     texture = _texture((geom.rows, geom.cols), 0.35 * geom.magnification / geom.pitch_mm, rng)
@@ -365,6 +395,8 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
         masks[f"implant_{side}"] = metal_mask
 
     proc = processing or sample_processing(rng)
+    if not ap:
+        proc = _automatic_exposure(proc, mu_line)
     if proc.marker is not None:
         mu_line += lead_marker(mu_line.shape, proc.marker, proc.marker == "R", geom.pitch_mm, rng)
     metal = masks["implant_right"] | masks["implant_left"]
@@ -378,10 +410,13 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     ermf = geom.magnification
     spacing = (geom.pitch_mm / ermf, geom.pitch_mm / ermf)
     field = exposed_field((geom.rows, geom.cols), proc)
-    landmarks = _landmarks(patient, geom, field, world_from_anat, world_from_femur, hips, phase, masks)
-    landmarks = _shaft_points_on_film(landmarks, masks, spacing, field)
-    roof_fine = _mask(occupancy["roof"], grid, geom)
-    _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted, field)
+    if truth:
+        landmarks = _landmarks(patient, geom, field, world_from_anat, world_from_femur, hips, phase, masks)
+        landmarks = _shaft_points_on_film(landmarks, masks, spacing, field)
+        roof_fine = _mask(occupancy["roof"], grid, geom)
+        _roof_and_joint(masks, roof_fine, landmarks, patient, geom, world_from_anat, world_from_femur, implanted, field)
+    else:
+        landmarks = {name: None for name in LANDMARKS}
     # Segments are what is visible: anatomy under the collimator's shutters is out of field.
     if not field.is_whole((geom.rows, geom.cols)):
         masks = {name: field.clip(mask) for name, mask in masks.items()}

@@ -12,10 +12,15 @@ turn real hip films away. This prints its answer for three groups:
   views, which should pass, and lateral and 45-degree oblique views, which
   should not. They are far from the films the network was trained on, so they
   show how it behaves off its domain more than what a real lateral would get;
+* the generator's own films of the three anatomies turned about the body's long
+  axis (``--views``: 0 to 90 degrees, pre- and post-op, ``render_exam(...,
+  truth=False)`` with its automatic exposure beyond 15 degrees): AP should pass,
+  true laterals should not; in between (a rotated AP, a Judet oblique) it is
+  printed what happens;
 * any ``hipnode synth --dataset`` folders given with ``--data``: every film
   should pass (the count refused is printed).
 
-    python -m tests.bench.content_check [--data DIR ...]
+    python -m tests.bench.content_check [--data DIR ...] [--views --size 1000 --seeds 2]
 """
 
 from __future__ import annotations
@@ -70,6 +75,31 @@ def crude_projections(anatomy_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
+VIEW_ROTATIONS_DEG = (0, 20, 35, 50, 60, 75, 90)
+
+
+def generator_views(size: int, seeds: int):
+    """(anatomy, rotation, phase, seed, pixels, spacing) of generator films turned about the long axis."""
+    from dataclasses import replace
+
+    from models.synth.anatomy import load_anatomy
+    from models.synth.generator import render_exam, sample_patient, sample_pose
+    from models.synth.reference_data import label_map
+
+    for anatomy_name in ANATOMIES:
+        anatomy = load_anatomy(str(label_map(anatomy_name)))
+        for seed in range(seeds):
+            for phase in ("pre", "post"):
+                rng = np.random.default_rng([seed, 7])
+                patient = sample_patient(anatomy, rng, ("right",) if phase == "post" else ())
+                pose = sample_pose(rng)
+                for rotation in VIEW_ROTATIONS_DEG:
+                    tilt, obliquity, own = pose.pelvis_deg
+                    turned = replace(pose, pelvis_deg=(tilt, obliquity, rotation + 0.3 * own))
+                    exam = render_exam(patient, turned, phase, size, np.random.default_rng(seed), truth=False)
+                    yield anatomy_name, rotation, phase, seed, exam.presentation, exam.pixel_spacing_mm
+
+
 def lying_header_pixels(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     """One pydicom test image as the node would read it after its header claimed CR PELVIS AP."""
     from node.imaging import radiograph_from_dataset
@@ -85,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, action="append", default=[], help="hipnode synth --dataset folder")
+    parser.add_argument("--views", action="store_true", help="also the generator's films turned 0-90 degrees")
+    parser.add_argument("--size", type=int, default=1000, help="columns of the --views films")
+    parser.add_argument("--seeds", type=int, default=2, help="patients per anatomy for --views")
     args = parser.parse_args(argv)
     segment = SegmentationModel()
 
@@ -107,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     for anatomy in ANATOMIES:
         for view, image in crude_projections(LABEL_ROOT / anatomy).items():
             print(f"  {anatomy:16s} {view:11s} {answer(image, (1.0, 1.0))}")
+    if args.views:
+        print(f"generator films turned about the long axis, {args.size} px (0 should be accepted, 90 refused):")
+        tally: dict[int, list[int]] = {}
+        for anatomy, rotation, phase, seed, pixels, spacing in generator_views(args.size, args.seeds):
+            verdict = answer(pixels, spacing)
+            tally.setdefault(rotation, [0, 0])[0 if verdict.startswith("accepted") else 1] += 1
+            print(f"  {anatomy:16s} {rotation:3d} deg {phase:4s} patient {seed}: {verdict}")
+        for rotation, (accepted, refused_count) in sorted(tally.items()):
+            print(f"  {rotation:3d} deg: {accepted} accepted, {refused_count} refused")
     for folder in args.data:
         refused = []
         samples = sorted(folder.glob("*.npz"))

@@ -459,3 +459,37 @@ def test_the_analysis_reads_the_true_masks_as_the_truth(out: Path) -> None:
     # the greater trochanter's flat top and the distal shaft level (80 mm on the film, not along the
     # 3D shaft): the 3D truths were 2.5-3.4 mm from the film's reading at full size
     assert float(np.mean(moves)) < 0.5, moves
+
+
+def test_sampled_poses_are_near_ap_so_their_films_render_as_before() -> None:
+    """Merged clouds and the fixed exposure apply within 15 deg of AP; every sampled pose is that close."""
+    from models.synth.generator import near_ap, sample_pose
+
+    rng = np.random.default_rng(0)
+    assert all(near_ap(sample_pose(rng)) for _ in range(500))
+
+
+def test_a_lateral_view_renders_bone_without_truth() -> None:
+    """A 90 deg view (for the content check) shows the superimposed hips, and claims no AP landmark or measure."""
+    from dataclasses import replace
+
+    from models.synth.anatomy import load_anatomy
+    from models.synth.generator import render_exam, sample_patient, sample_pose
+
+    rng = np.random.default_rng([1, 7])
+    patient = sample_patient(load_anatomy(str(label_map("Pelvic-Ref-004"))), rng, ())
+    pose = sample_pose(rng)
+    lateral = render_exam(patient, replace(pose, pelvis_deg=(0.0, 0.0, 90.0)), "pre", 256, np.random.default_rng(1), truth=False)
+    assert all(v is None for v in lateral.landmarks.values())
+    assert all(v is None for v in lateral.measurements.values())
+    assert not lateral.masks["acetabular_roof_right"].any() and not lateral.masks["joint_space_left"].any()
+    import cv2
+
+    pelvis = lateral.masks["pelvis"]
+    assert pelvis.mean() > 0.1
+    # Bone shows above the noise: the automatic exposure gives the thick projection the photons an AP film gets
+    # (contrast-to-noise 12 here; 5 at the AP film's fixed exposure, where the noise doubles).
+    image = lateral.presentation
+    soft = ndimage.binary_dilation(pelvis, iterations=8) & ~pelvis
+    noise = float((image - cv2.GaussianBlur(image, (0, 0), 2.0))[pelvis].std())
+    assert (image[pelvis].mean() - image[soft].mean()) / noise > 9.0
