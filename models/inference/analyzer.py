@@ -401,7 +401,8 @@ a shutter's edge too (session 14), shaft levels 20 and 80 mm below the lesser tr
 HIP_MASK_RULE = AlgorithmInfo("hipnode-hip-mask-landmarks", "1.4")
 """Native head centres (rim circle), lateral acetabular edges (fine hip masks), stem tips, replaced hips'
 head centres and cup rim points (cup dome; implant mask); listed likewise. 1.3: circles instead of the head
-mask's centroid. 1.4: cup rims from the dome's diameter instead of the landmark network (session 22)."""
+mask's centroid. 1.4: cup rims from the dome's diameter instead of the landmark network, and none where the
+implant is a head with no cup around it (session 22)."""
 EXPOSED_FIELD_RULE = AlgorithmInfo("hipnode-exposed-field", "1.0")
 """Collimator shutters found in the pixels; landmarks and masks under them are out of field (always on)."""
 
