@@ -152,10 +152,19 @@ class Node:
     def request_stop(self, *_args: object) -> None:
         self._stop.set()
 
-    def run(self) -> None:
-        """Block until SIGTERM or SIGINT (or :meth:`request_stop`), then stop."""
+    def handle_stop_signals(self) -> None:
+        """SIGTERM and SIGINT request a clean stop (main thread only).
+
+        Call it before :meth:`start`: a signal during start-up (systemd stopping a unit
+        that is still starting) then stops the node cleanly once it is up, instead of
+        the default action killing it half-started.
+        """
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> None:
+        """Block until SIGTERM or SIGINT (or :meth:`request_stop`), then stop."""
+        self.handle_stop_signals()
         try:
             while not self._stop.wait(0.5):
                 pass

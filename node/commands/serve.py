@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from node.app import Node
 
     node = Node(settings)
+    node.handle_stop_signals()
     try:
         node.start()
     except OSError as exc:

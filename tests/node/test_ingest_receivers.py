@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -121,3 +122,26 @@ def test_sigterm_to_the_process_group_stops_everything(start_node) -> None:  # t
         msg="the receiver process to exit",
     )
     assert "node stopped" in node.log()
+
+
+SIGTERM_DURING_START = """
+import os, signal, sys
+import node.app as app
+calls = []
+def start(self):
+    os.kill(os.getpid(), signal.SIGTERM)  # systemd stops the unit while it is still starting
+    calls.append("started")
+app.Node.start = start
+app.Node.stop = lambda self: calls.append("stopped")
+from node.cli import main
+rc = main(["serve", "--storage", sys.argv[1], "--port", "11999"])
+print("result", rc, calls)
+"""
+
+
+def test_a_sigterm_during_start_up_stops_the_node_cleanly(tmp_path: Path) -> None:
+    """The stop handlers are in place before start(): the signal waits for start-up, then stops, not kills."""
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_DURING_START, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "result 0 ['started', 'stopped']" in proc.stdout
