@@ -323,7 +323,8 @@ def _inside(p: np.ndarray, geom: Geometry) -> bool:
 NEAR_AP_DEG = 15.0
 """Poses within this of AP about every axis (all of ``sample_pose``'s) render as they always have: point clouds
 merged along the beam, a fixed exposure. Beyond it (oblique and lateral views, for the content check) nothing is
-merged, or the merged runs would show as stripes, and an automatic exposure control applies."""
+merged, or the merged runs would show as stripes, and an automatic exposure control applies; a femur turned
+further than this from neutral (a frog-leg pose) is likewise not merged."""
 AEC_REFERENCE_LINE_INTEGRAL = 4.3
 """Median line integral through the body of an AP pelvis film (4.31 on a Pelvic-Ref-002 film). A thicker
 projection (the same patient's lateral: 6.91) gets exp(difference) times the photons, as an AEC keeps the detector
@@ -333,6 +334,11 @@ dose; without it the lateral's pelvis shows at a contrast-to-noise of 5 instead 
 def near_ap(pose: ExamPose) -> bool:
     """Whether the pelvis is posed within :data:`NEAR_AP_DEG` of AP about every axis."""
     return max(abs(a) for a in pose.pelvis_deg) <= NEAR_AP_DEG
+
+
+def femur_near_ap(pose: ExamPose, side: str) -> bool:
+    """Whether that femur is within :data:`NEAR_AP_DEG` of neutral too (a frog-leg pose is not)."""
+    return near_ap(pose) and max(abs(a) for a in pose.femur_deg[side]) <= NEAR_AP_DEG
 
 
 def _automatic_exposure(proc: Processing, mu_line: np.ndarray) -> Processing:
@@ -372,13 +378,14 @@ def render_exam(patient: Patient, pose: ExamPose, phase: str, size_px: int | Non
     occupancy: dict[str, np.ndarray] = {"pelvis": pelvis[1], "roof": pelvis[2]}
     for side in SIDES:
         channels = ("mu_post", "femur_post") if side in implanted else ("mu", "femur")
-        f = _splat(patient, body_points(anatomy.femurs[side], channels, bone_merge), world_from_femur[side], geom, grid)
+        femur_merge = 3 if femur_near_ap(pose, side) else 1
+        f = _splat(patient, body_points(anatomy.femurs[side], channels, femur_merge), world_from_femur[side], geom, grid)
         bone_line += f[0]
         occupancy[f"femur_{side}"] = f[1]
         if side in implanted:
             occupancy[f"head_{side}"] = np.zeros_like(f[1])
         else:
-            occupancy[f"head_{side}"] = _splat(patient, body_points(anatomy.femurs[side], ("head",), bone_merge), world_from_femur[side], geom, grid)[0]
+            occupancy[f"head_{side}"] = _splat(patient, body_points(anatomy.femurs[side], ("head",), femur_merge), world_from_femur[side], geom, grid)[0]
 
     bone_fine = _upsample(bone_line, grid, geom)
     texture = _texture((geom.rows, geom.cols), 0.35 * geom.magnification / geom.pitch_mm, rng)

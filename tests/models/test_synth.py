@@ -463,10 +463,11 @@ def test_the_analysis_reads_the_true_masks_as_the_truth(out: Path) -> None:
 
 def test_sampled_poses_are_near_ap_so_their_films_render_as_before() -> None:
     """Merged clouds and the fixed exposure apply within 15 deg of AP; every sampled pose is that close."""
-    from models.synth.generator import near_ap, sample_pose
+    from models.synth.generator import femur_near_ap, sample_pose
 
     rng = np.random.default_rng(0)
-    assert all(near_ap(sample_pose(rng)) for _ in range(500))
+    poses = [sample_pose(rng) for _ in range(500)]
+    assert all(femur_near_ap(pose, side) for pose in poses for side in ("right", "left"))  # pelvis and femurs
 
 
 def test_a_lateral_view_renders_bone_without_truth() -> None:
