@@ -53,12 +53,12 @@ DOME_ARC_DEG = (150.0, 260.0)
 ends); outside this range the arc is not a dome (a cut-off or merged mask) and the predicted rim points stand."""
 HEAD_RADIUS_MM = (8.0, 40.0)
 """Radii a round piece of metal at the hip may have: a total hip's head alone (14-18 mm), a hemiarthroplasty's
-(the native head's, 19-28 mm), a cup's dome (up to about 33 mm)."""
+(the native head's: 19-25 mm on the three bundled anatomies), a cup's dome (up to about 33 mm)."""
 HEAD_INSIDE_CUP_MM = 3.0
 """A total hip's head sits inside its cup, so where the cup's opening shows, the implant outline dips well inside
-the dome's circle (7.1-9.0 mm on 61 sides of the generator's films, predicted masks); a head with no cup (a
-hemiarthroplasty, or an all-polyethylene cup, which does not show) has an outline that never does (0.3-0.4 mm:
-pixel steps). Between the two, this separates a cup's dome from a lone head of the same size."""
+the dome's circle (7.1-13.9 mm on 61 sides of the generator's films, predicted masks); a head with no cup (a
+hemiarthroplasty, or an all-polyethylene cup, which does not show) has an outline that never does (0.27-0.39 mm on
+15 full-size hemiarthroplasty sides: pixel steps). Between the two, this separates a cup's dome from a lone head of the same size."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -30,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     from models.synth.anatomy import load_anatomy
     from models.synth.generator import render_exam, sample_patient, sample_pose
     from models.synth.reference_data import ANATOMIES, label_map
-    from models.training.evaluate import _Image
 
     size = None if args.size == "full" else int(args.size)
     analyzer = HipAnalyzer.from_weights(Path(__file__).resolve().parents[2] / "models" / "weights")
@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             sides = SIDE_PLANS[seed % len(SIDE_PLANS)]
             patient = sample_patient(anatomy, rng, sides, hemi_sides=sides)
             exam = render_exam(patient, sample_pose(rng), "post", size, rng)
-            result = analyzer(_Image(exam.presentation, exam.pixel_spacing_mm, "magnification_corrected"))
+            film = SimpleNamespace(pixels=exam.presentation, pixel_spacing_mm=exam.pixel_spacing_mm,
+                                   calibration="magnification_corrected", dataset=None)  # a RadiographLike
+            result = analyzer(film)
             if result.not_analysable:
                 refused += 1
                 print(f"{name} film {seed}: not analysable: {result.not_analysable}")
