@@ -68,6 +68,9 @@ class HarnessStack:
         self.options = options
         self.work_dir = Path(tempfile.mkdtemp(prefix="hipnode-harness-"))
         self.received_dir = self.work_dir / "received"
+        # storescp writes a file in place, so one that is listed may still be half written; it
+        # touches a marker here once the file is closed, and only marked files count as received.
+        self.received_marks_dir = self.work_dir / "received-complete"
         self.processes = ProcessGroup(self.work_dir / "logs")
         self.netns = NetNamespace(self.processes)
         self.orthanc = OrthancClient(self.netns, f"http://{LOOPBACK}:{ORTHANC_HTTP_PORT}")
@@ -106,8 +109,9 @@ class HarnessStack:
         self.received_dir.mkdir(parents=True)
         opts = self.options
         if opts.receiver == "storescp":
+            self.received_marks_dir.mkdir(parents=True)
             argv = ["storescp", "+xa", "--aetitle", opts.node_aet, "--output-directory", str(self.received_dir),
-                    str(NODE_PORT)]
+                    "--exec-on-reception", f"touch {self.received_marks_dir}/#f", str(NODE_PORT)]
             self.processes.start("receiver", self.netns.command(argv))
         else:
             config = {"destinations": [{"name": "orthanc", "ae_title": ORTHANC_AET, "host": LOOPBACK,
@@ -191,8 +195,9 @@ class HarnessStack:
             raise RuntimeError(f"storescu failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
     def received_files(self) -> list[Path]:
-        """Files the stand-in receiver has written (storescp only)."""
-        return sorted(p for p in self.received_dir.rglob("*") if p.is_file())
+        """Files the stand-in receiver has written and closed (storescp only)."""
+        done = {p.name for p in self.received_marks_dir.glob("*")} if self.received_marks_dir.is_dir() else set()
+        return sorted(p for p in self.received_dir.rglob("*") if p.is_file() and p.name in done)
 
     def viewer_env(self) -> dict[str, str]:
         return {**os.environ, "NODE_PATH": str(CACHE_DIR / "node_modules")}
