@@ -80,6 +80,10 @@ class StoreSCP:
         self.port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder.parent / f"{folder.name}-storescp.log"
+        # storescp writes each object in place, so a listed file may still be half written; it
+        # touches a marker here once the file is closed (--exec-on-reception), and only marked files count.
+        self.marks = folder.parent / f"{folder.name}-complete"
+        self.marks.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> StoreSCP:
@@ -93,6 +97,8 @@ class StoreSCP:
                     self.ae_title,
                     "-od",
                     str(self.folder),
+                    "--exec-on-reception",
+                    f"touch {self.marks}/#f",
                     str(self.port),
                 ],
                 stdout=log_file,
@@ -102,10 +108,9 @@ class StoreSCP:
         return self
 
     def files(self) -> list[Path]:
-        """Received objects (storescp writes them under their final name once complete)."""
-        return sorted(
-            p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")
-        )
+        """Received objects that storescp has finished writing."""
+        done = {p.name for p in self.marks.iterdir()}
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and p.name in done)
 
     def received(self) -> dict[str, list[Path]]:
         """SOP Instance UID -> the files that carried it (more than one: a duplicate delivery)."""
