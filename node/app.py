@@ -3,7 +3,8 @@
 ``Node(settings).start()`` migrates the catalogue (Alembic ``upgrade head``),
 removes leftover receive buffers, re-indexes object files that have no row,
 requeues jobs a dead process left running, then starts the analysis worker
-processes, the completion service, the SCP and the sender; :meth:`Node.run`
+processes, the completion service, the SCP, the sender and (when enabled)
+the status page; :meth:`Node.run`
 blocks until SIGTERM/SIGINT and stops them in reverse order.
 """
 
@@ -61,6 +62,7 @@ class Node:
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
         self.receivers: Any | None = None
+        self.web: Any | None = None
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -111,13 +113,18 @@ class Node:
             self.sender.start()
             if self.workers is not None:
                 self.workers.on_results(self.sender.wake)
+        if settings.web.enabled:
+            from node.web.status_page import StatusPage
+
+            self.web = StatusPage(settings, self.session_factory)
+            self.web.start()
         log.info("node listening", extra={
             "ae_title": settings.ae_title, "bind": settings.bind_address, "port": self.port,
             "tls": settings.tls.enabled, "allowed_calling_aets": ",".join(settings.allowed_calling_aets) or "*",
             "max_associations": settings.maximum_associations,
             "receiver_processes": settings.receiver_process_count,
             "completion": self.completion is not None, "sender": self.sender is not None,
-            "workers": settings.workers,
+            "workers": settings.workers, "status_page_port": self.web.port if self.web is not None else None,
         })
 
     @property
@@ -134,13 +141,13 @@ class Node:
         if self.receivers is not None:
             self.receivers.stop()
             self.receivers = None
-        for service in (self.sender, self.completion):
+        for service in (self.web, self.sender, self.completion):
             if service is not None:
                 try:
                     service.stop()
                 except Exception:
                     log.exception("service stop failed", extra={"service": type(service).__name__})
-        self.sender = self.completion = None
+        self.web = self.sender = self.completion = None
         if self.workers is not None:
             self.workers.stop()
             self.workers = None

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("node.commands.serve", "run the DICOM Storage SCP node"),
     "config": ("node.commands.config", "show or check the effective configuration"),
     "outbox": ("node.commands.outbox", "list or retry result deliveries"),
+    "status": ("node.commands.status", "what the node received and made of each study"),
     "bench": ("node.commands.bench", "benchmarks that print figures"),
     "synth": ("node.commands.synth", "generate synthetic AP pelvis radiograph pairs"),
     "analyze": ("node.commands.analyze", "segment one radiograph, find landmarks, measure"),

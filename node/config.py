@@ -95,6 +95,15 @@ class OutboxSettings(Strict):
     poll_seconds: float = Field(1.0, gt=0)
 
 
+class WebSettings(Strict):
+    """The read-only status page (``/``, ``/api/status``, ``/healthz``); off unless enabled."""
+
+    enabled: bool = False
+    bind_address: str = Field("127.0.0.1", description="loopback by default: the page shows Patient IDs")
+    port: int = Field(8080, ge=0, le=65535, description="0: any free port (tests)")
+    studies_shown: int = Field(50, ge=1, description="most recent studies on the page")
+
+
 class Settings(BaseSettings):
     """Effective configuration of one node process."""
 
@@ -133,6 +142,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     tls: TlsSettings = TlsSettings()
+    web: WebSettings = WebSettings()
     workers: int = Field(1, ge=0, description="analysis worker processes (0: catalogue and forward only)")
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae(v)))

@@ -76,3 +76,24 @@ def write_lock(session_factory: Callable[[], Session]) -> threading.Lock:
         if lock is None:
             lock = _WRITE_LOCKS[key] = threading.Lock()
         return lock
+
+
+def open_existing_catalogue(url: str, required_table: str) -> Engine:
+    """Engine on a catalogue the node has already created; never creates one (that is the node's job).
+
+    Raises :class:`LookupError` saying what is missing, for commands that only read or repair.
+    """
+    from pathlib import Path
+
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+        raise LookupError(f"no catalogue at {parsed.database}; has the node run with this storage directory?")
+    engine = make_engine(url)
+    if not inspect(engine).has_table(required_table):
+        engine.dispose()
+        raise LookupError(
+            f"the catalogue at {parsed.render_as_string(hide_password=True)} has no {required_table} table")
+    return engine

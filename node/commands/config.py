@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import Engine
 
 from node.config import Settings, load_settings
 
@@ -34,6 +35,21 @@ def load_or_explain(config_file: Path | None, **flags: Any) -> Settings | None:
         return load_settings(config_file, **flags)
     except (ValidationError, ValueError) as exc:
         print(f"hipnode: invalid configuration:\n{describe_error(exc)}", file=sys.stderr)
+        return None
+
+
+def catalogue_or_explain(args: argparse.Namespace, required_table: str, command: str) -> Engine | None:
+    """For commands that read the node's catalogue (``--config``, ``--storage``): an engine on it,
+    or None after printing why there is none (bad settings, no catalogue yet); never creates one."""
+    from storage.db import open_existing_catalogue
+
+    settings = load_or_explain(args.config, storage_dir=args.storage)
+    if settings is None:
+        return None
+    try:
+        return open_existing_catalogue(settings.effective_database_url, required_table)
+    except LookupError as exc:
+        print(f"hipnode {command}: {exc}", file=sys.stderr)
         return None
 
 

@@ -14,13 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect
-from sqlalchemy.engine import make_url
-
-from node.commands.config import add_config_argument, load_or_explain
-from node.config import Settings
+from node.commands.config import add_config_argument, catalogue_or_explain
 from node.sender.outbox import RetryError, list_deliveries, retry
-from storage.db import make_engine, make_session_factory
+from storage.db import make_session_factory
 from storage.models import Delivery, DeliveryState
 
 STATES = [s.value for s in DeliveryState]
@@ -43,27 +39,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "ids", nargs="*", type=int, metavar="ID", help="delivery ids from 'outbox list'"
     )
     again.add_argument("--all-dead", action="store_true", help="every dead delivery")
-
-
-def _open_catalogue(settings: Settings) -> Engine:
-    """Engine on an existing catalogue; never creates one (that is the node's job)."""
-    url = settings.effective_database_url
-    parsed = make_url(url)
-    if (
-        parsed.get_backend_name() == "sqlite"
-        and parsed.database
-        and not Path(parsed.database).is_file()
-    ):
-        raise LookupError(
-            f"no catalogue at {parsed.database}; has the node run with this storage directory?"
-        )
-    engine = make_engine(url)
-    if not inspect(engine).has_table(Delivery.__tablename__):
-        engine.dispose()
-        raise LookupError(
-            f"the catalogue at {parsed.render_as_string(hide_password=True)} has no delivery table"
-        )
-    return engine
 
 
 def _as_dict(row: Delivery) -> dict[str, object]:
@@ -111,13 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = load_or_explain(args.config, storage_dir=args.storage)
-    if settings is None:
-        return 2
-    try:
-        engine = _open_catalogue(settings)
-    except LookupError as exc:
-        print(f"hipnode outbox: {exc}", file=sys.stderr)
+    engine = catalogue_or_explain(args, Delivery.__tablename__, "outbox")
+    if engine is None:
         return 2
     sessions = make_session_factory(engine)
     try:

@@ -18,6 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="TCP port to listen on")
     parser.add_argument("--bind", help="address to bind, e.g. 0.0.0.0 or 127.0.0.1")
     parser.add_argument("--storage", type=Path, help="storage directory (objects, catalogue)")
+    parser.add_argument("--web-port", type=int, metavar="PORT",
+                        help="serve the read-only status page on this port (bound as [web] bind_address says, "
+                             "loopback by default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if settings is None:
         return 2
+    if args.web_port is not None:
+        settings = settings.model_copy(
+            update={"web": settings.web.model_copy(update={"enabled": True, "port": args.web_port})})
     from node.app import Node
 
     node = Node(settings)

@@ -348,6 +348,7 @@ class PairRun:
     node: NodeProcess
     dest: StoreSCP
     received: list[Received]
+    web_port: int  # the node's status page (tests read /api/status)
 
     def of_kind(self, kind: str) -> list[Received]:
         return [r for r in self.received if r.kind == kind]
@@ -373,11 +374,12 @@ def session_pair_run(request: Any) -> PairRun:
         root = request.getfixturevalue("tmp_path_factory").mktemp("pair-run")
         dest = StoreSCP(root / "received").start()
         request.config.add_cleanup(dest.stop)
-        node = NodeProcess(root / "node", config=pipeline_config(dest))
+        web_port = free_port()
+        node = NodeProcess(root / "node", config={**pipeline_config(dest), "web": {"enabled": True, "port": web_port}})
         request.config.add_cleanup(node.close)
         node.start()
         send(node, pair / "pre.dcm")
         send(node, pair / "post.dcm")
         wait_settled(node, min_jobs=2)
-        _SESSION["run"] = PairRun(pair, node, dest, classify(dest.files()))
+        _SESSION["run"] = PairRun(pair, node, dest, classify(dest.files()), web_port)
     return _SESSION["run"]

@@ -9,7 +9,9 @@ are kept apart from the accuracy checks, which depend on the trained weights.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -135,6 +137,28 @@ def test_pair_results_arrive_and_reference_both_exams(run: ps.PairRun) -> None:
         side for side in ("right", "left") if post_truth.get(f"cup_rim_lateral_{side}") is not None
     )
     assert sorted(p.side for p in paired) == operated, _classification(run)
+
+
+def _status(run: ps.PairRun, study_uid: str) -> dict:
+    """The node's ``/api/status`` for one study (the page an operator reads)."""
+    url = f"http://127.0.0.1:{run.web_port}/api/status?study={study_uid}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_status_page_shows_the_pair_and_its_deliveries(run: ps.PairRun) -> None:
+    """What the node made of the pair, as the status page shows it: verdicts, pairing, jobs, deliveries."""
+    src = _sources(run.pair)
+    (study,) = _status(run, str(src["post"].StudyInstanceUID))["studies"]
+    (image,) = study["images"]
+    assert image["sop_instance_uid"] == src["post"].SOPInstanceUID and image["verdict"] == "analysed"
+    operated = [p for p in study["pairings"] if p["pre_sop_instance_uid"] is not None]
+    assert operated and {p["pre_study_instance_uid"] for p in operated} == {str(src["pre"].StudyInstanceUID)}
+    assert all(p["reason"] for p in study["pairings"])
+    assert {j["kind"]: j["state"] for j in study["jobs"]} == {"analyze_study": "done", "analyze_pair": "done"}
+    results = study["results"]
+    assert results["by_kind"] == {"cdm_sc": 1, "overlay_sc": 1, "seg": 1, "sr": 1, "sr_pair": 1}
+    assert results["deliveries"] == {"done": 5} and results["dead"] == []
 
 
 def test_received_objects_pass_the_validators(run: ps.PairRun) -> None:
@@ -272,6 +296,9 @@ def test_not_analysable_study_gets_a_visible_reason(run: ps.PairRun, tmp_path: P
     assert any("CHEST" in (d or "") for d in events)
     log = node.log()
     assert "image not analysable" in log and _sop(chest) in log
+    (shown,) = _status(run, study_uid)["studies"]
+    assert shown["images"][0]["verdict"] == "not analysable" and "CHEST" in shown["images"][0]["reason"]
+    assert shown["jobs"][0]["state"] == "failed" and shown["jobs"][0]["fail_stage"] == "classify"
 
 
 def _sop(path: Path) -> str:
