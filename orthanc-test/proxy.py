@@ -1,7 +1,9 @@
 """One-origin server for the OHIF viewer: static ``dist/`` plus a reverse proxy to
 Orthanc's DICOMweb (``/dicom-web``) and WADO-URI (``/wado``). Standard library only.
 
-One origin means no CORS configuration; the cross-origin isolation headers let
+With ``--node-upstream``, ``/hipnode/...`` is proxied (prefix stripped) to the
+node's read-only status page, so the same origin shows what the node made of
+each study. One origin means no CORS configuration; the cross-origin isolation headers let
 OHIF use SharedArrayBuffer. With ``--netns-pid`` the listening socket is opened
 on the host first, then the process joins that network namespace, so a person's
 browser reaches a stack whose Orthanc lives in a private namespace.
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 PROXIED = ("/dicom-web", "/wado")
+NODE_PREFIX = "/hipnode"
 PAGE_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
@@ -54,6 +57,7 @@ class Handler(BaseHTTPRequestHandler):
     dist: Path
     app_config: Path
     upstream: urllib.parse.SplitResult
+    node_upstream: urllib.parse.SplitResult | None = None
 
     def log_message(self, fmt: str, *args: object) -> None:  # quiet unless an error
         if args and str(args[1] if len(args) > 1 else "").startswith(("4", "5")):
@@ -71,24 +75,26 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         path, _, query = self.path.partition("?")
         if path.startswith(PROXIED):
-            self._proxy(path, fix_includefield(query))
+            self._proxy(self.upstream, path, fix_includefield(query))
+        elif self.node_upstream is not None and (path == NODE_PREFIX or path.startswith(NODE_PREFIX + "/")):
+            self._proxy(self.node_upstream, path[len(NODE_PREFIX):] or "/", query)
         elif self.command in ("GET", "HEAD"):
             self._static(urllib.parse.unquote(path))
         else:
             self._reply(405, b"method not allowed", "text/plain")
 
-    def _proxy(self, path: str, query: str) -> None:
+    def _proxy(self, upstream: urllib.parse.SplitResult, path: str, query: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := self.headers.get(k)) is not None}
         headers.pop("Accept-Encoding", None)  # keep bodies plain: we pass them through unchanged
-        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=60)
+        conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
         try:
             conn.request(self.command, path + ("?" + query if query else ""), body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
         except OSError as exc:
-            self._reply(502, f"upstream {self.upstream.netloc} unreachable: {exc}".encode(), "text/plain")
+            self._reply(502, f"upstream {upstream.netloc} unreachable: {exc}".encode(), "text/plain")
             return
         finally:
             conn.close()
@@ -145,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", default="http://127.0.0.1:8042", help="Orthanc's HTTP root")
     parser.add_argument("--dist", type=Path, required=True, help="the OHIF dist/ folder")
     parser.add_argument("--app-config", type=Path, required=True, help="app-config.js to serve")
+    parser.add_argument("--node-upstream", help="the node's status page root, served under /hipnode/")
     parser.add_argument("--netns-pid", type=int, help="reach the upstream inside this process's network namespace")
     args = parser.parse_args(argv)
     if not (args.dist / "index.html").is_file():
@@ -153,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     Handler.dist = args.dist.resolve()
     Handler.app_config = args.app_config.resolve()
     Handler.upstream = urllib.parse.urlsplit(args.upstream)
+    if args.node_upstream:
+        Handler.node_upstream = urllib.parse.urlsplit(args.node_upstream)
     server = ThreadingHTTPServer((host, int(port)), Handler)
     server.daemon_threads = True
     if args.netns_pid:

@@ -151,6 +151,27 @@ def test_proxy_serves_one_origin_with_isolation_headers(loaded: Loaded) -> None:
             assert resp.headers["Cross-Origin-Resource-Policy"] == "same-origin"
 
 
+def test_same_origin_shows_what_the_node_made_of_the_study(loaded: Loaded, receiver: str) -> None:
+    """``/hipnode/`` on the viewer's origin is the node's status page (``hipnode demo`` prints its URL)."""
+    from harness.orthanc import OrthancClient
+
+    via_proxy = OrthancClient(loaded.stack.netns, loaded.stack.viewer_base_url or "")
+    status, body = via_proxy.request("GET", f"/hipnode/api/status?study={loaded.pair.post_study_uid}")
+    if receiver == "storescp":  # no node, no page: the path is one of OHIF's app routes
+        assert status == 200 and b"<html" in body.lower()
+        return
+    assert status == 200, body[:300]
+    (study,) = json.loads(body)["studies"]
+    assert study["study_instance_uid"] == loaded.pair.post_study_uid
+    assert [i["verdict"] for i in study["images"]] == ["analysed"], study["images"]
+    assert study["jobs"] and all(j["state"] == "done" for j in study["jobs"]), study["jobs"]
+    assert study["results"]["deliveries"].get("done", 0) >= 3 and study["results"]["dead"] == []
+    status, page = via_proxy.request("GET", f"/hipnode/?study={loaded.pair.post_study_uid}")
+    assert status == 200 and loaded.pair.sop_uids["post"].encode() in page
+    assert f'href="?study={loaded.pair.post_study_uid}"'.encode() in page, "links stay under the prefix"
+    assert via_proxy.request("GET", "/hipnode/healthz")[0] == 200
+
+
 def test_proxy_decodes_encoded_commas_in_includefield(loaded: Loaded) -> None:
     """OHIF sends ``includefield=00081030%2C00080060``; Orthanc's DICOMweb 1.7 splits on ',' only."""
     from harness.orthanc import OrthancClient

@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
                           "the images are still in Orthanc", file=sys.stderr)
                 print(f"study list: {stack.viewer_base_url}/")
                 print(f"post-op study in OHIF: {url}", flush=True)
+                if not args.stand_in:
+                    print(f"what the node made of it: {stack.viewer_base_url}/hipnode/?study={post_study}", flush=True)
                 if args.exit_after_results:
                     return 0 if have_results else 3
                 print("Ctrl-C stops the demo and removes everything.", flush=True)

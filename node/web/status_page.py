@@ -51,7 +51,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _study_html(study: dict[str, Any]) -> str:
-    link = f'<a href="/?study={_e(study["study_instance_uid"])}"><code>{_e(study["study_instance_uid"])}</code></a>'
+    # Relative, so the page also works behind a path prefix (the harness proxy's /hipnode/).
+    link = f'<a href="?study={_e(study["study_instance_uid"])}"><code>{_e(study["study_instance_uid"])}</code></a>'
     parts = [f"<h2>Study {link} [{_e(study['state'])}]</h2>",
              (f"<p>Patient {_e(study['patient_id'])} · date {_e(study['study_date'])} · from "
              f"{_e(study['calling_aet'])} · {_e(study['description'])}</p>")]

@@ -39,6 +39,7 @@ ORTHANC_AET = "ORTHANC"
 ORTHANC_DICOM_PORT = 4242
 ORTHANC_HTTP_PORT = 8042
 NODE_PORT = 11112
+NODE_WEB_PORT = 8080  # the node's status page, proxied under /hipnode/ with the viewer
 PROXY_PORT = 3000
 LOOPBACK = "127.0.0.1"
 
@@ -115,7 +116,9 @@ class HarnessStack:
             self.processes.start("receiver", self.netns.command(argv))
         else:
             config = {"destinations": [{"name": "orthanc", "ae_title": ORTHANC_AET, "host": LOOPBACK,
-                                        "port": ORTHANC_DICOM_PORT}], **opts.node_extra_config}
+                                        "port": ORTHANC_DICOM_PORT}],
+                      "web": {"enabled": True, "bind_address": LOOPBACK, "port": NODE_WEB_PORT},
+                      **opts.node_extra_config}
             config_path = self.work_dir / "node.toml"
             config_path.write_text(_toml(config), encoding="utf-8")
             argv = [sys.executable, "-m", "node", "serve", "--aet", opts.node_aet, "--port", str(NODE_PORT),
@@ -146,6 +149,8 @@ class HarnessStack:
         opts = self.options
         base = [sys.executable, str(PROXY_SCRIPT), "--upstream", f"http://{LOOPBACK}:{ORTHANC_HTTP_PORT}",
                 "--dist", str(OHIF_DIST), "--app-config", str(APP_CONFIG)]
+        if opts.receiver == "node":
+            base += ["--node-upstream", f"http://{LOOPBACK}:{NODE_WEB_PORT}"]
         if opts.host_listen:
             argv = base + ["--listen", opts.host_listen, "--netns-pid", str(self.netns.holder_pid)]
             self.viewer_base_url = f"http://{opts.host_listen}"
@@ -204,12 +209,14 @@ class HarnessStack:
 
 
 def _toml(config: dict[str, object]) -> str:
-    """Just enough TOML for the node's config (top-level scalars and a list of tables)."""
+    """Just enough TOML for the node's config (top-level scalars, tables of scalars, lists of tables)."""
     lines, tables = [], []
     for key, value in config.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             for item in value:
                 tables.append(f"[[{key}]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in item.items()))
+        elif isinstance(value, dict):
+            tables.append(f"[{key}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in value.items()))
         else:
             lines.append(f"{key} = {json.dumps(value)}")
     return "\n".join(lines) + "\n" + "\n".join(tables)
