@@ -1,4 +1,4 @@
-"""The node's read-only status page: ``/`` (HTML), ``/api/status`` (JSON), ``/healthz``.
+"""The node's read-only status page: ``/`` (HTML), ``/api/status`` (JSON), ``/healthz``, ``/metrics``.
 
 A standard-library HTTP server on its own thread, reading the catalogue
 through :mod:`storage.overview`, so an operator (or a monitor) sees what the
@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from node.config import Settings
-from storage.overview import overview
+from storage.overview import overview, summary
 
 log = logging.getLogger("node.web")
 
@@ -98,6 +98,27 @@ def render_page(view: dict[str, Any], ae_title: str) -> str:
             f"{_table(['', 'now'], counts)}{studies}</body></html>")
 
 
+def render_metrics(totals: dict[str, Any]) -> str:
+    """The catalogue's totals in the Prometheus text format (gauges: they are counts of rows now)."""
+    lines: list[str] = []
+
+    def gauge(name: str, help_text: str, values: dict[str, int] | int) -> None:
+        lines.extend([f"# HELP hipnode_{name} {help_text}", f"# TYPE hipnode_{name} gauge"])
+        if isinstance(values, dict):
+            lines.extend(f'hipnode_{name}{{state="{state}"}} {n}' for state, n in values.items())
+        else:
+            lines.append(f"hipnode_{name} {values}")
+
+    gauge("studies", "Studies in the catalogue by completion state.", totals["studies"])
+    gauge("images_received", "Images received (the node's own results excluded).", totals["images_received"])
+    gauge("images_not_analysable", "Received images the pipeline refused, each with a stored reason.",
+          totals["images_not_analysable"])
+    gauge("jobs", "Analysis jobs by state.", totals["jobs"])
+    gauge("deliveries", "Result deliveries by state (dead: needs an operator).", totals["deliveries"])
+    gauge("results", "Result objects the node produced.", totals["results"])
+    return "\n".join(lines) + "\n"
+
+
 class StatusPage:
     """Serve the status page on its own thread; ``start()`` / ``stop()`` like the node's other services."""
 
@@ -114,6 +135,10 @@ class StatusPage:
     def view(self, study_uid: str | None = None) -> dict[str, Any]:
         with self.session_factory() as session:
             return overview(session, limit=self.settings.web.studies_shown, study_uid=study_uid)
+
+    def totals(self) -> dict[str, Any]:
+        with self.session_factory() as session:
+            return summary(session)
 
     def healthy(self) -> bool:
         with self.session_factory() as session:
@@ -133,6 +158,9 @@ class StatusPage:
                         ok = page.healthy()
                         self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, "application/json",
                                    json.dumps({"status": "ok" if ok else "catalogue unreachable"}))
+                    elif url.path == "/metrics":
+                        self._send(HTTPStatus.OK, "text/plain; version=0.0.4; charset=utf-8",
+                                   render_metrics(page.totals()))
                     elif url.path == "/api/status":
                         self._send(HTTPStatus.OK, "application/json", json.dumps(page.view(study), indent=1))
                     elif url.path == "/":

@@ -65,6 +65,13 @@ def test_the_page_shows_a_received_study_and_stops_with_the_node(node: NodeProce
     assert ds.SOPInstanceUID in page and "&lt;b&gt;HIP&lt;/b&gt; &amp; PELVIS" in page and "<b>HIP" not in page
     assert "Hidden" not in page
     assert _get(port, "/nothing-here")[0] == 404
+    status, kind, metrics = _get(port, "/metrics")
+    assert status == 200 and kind.startswith("text/plain")
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if not line.startswith("#"))
+    assert samples["hipnode_images_received"] == "1" and samples['hipnode_deliveries{state="dead"}'] == "0"
+    studies = {k: int(v) for k, v in samples.items() if k.startswith("hipnode_studies{")}
+    assert set(studies) == {f'hipnode_studies{{state="{s}"}}' for s in ("receiving", "complete", "reopened")}
+    assert sum(studies.values()) == 1 and "# TYPE hipnode_jobs gauge" in metrics
 
     assert node.stop() == 0
     with pytest.raises(urllib.error.URLError):
