@@ -96,7 +96,7 @@ class OutboxSettings(Strict):
 
 
 class WebSettings(Strict):
-    """The read-only status page (``/``, ``/api/status``, ``/healthz``); off unless enabled."""
+    """The read-only status page (``/``, ``/api/status``, ``/healthz``, ``/metrics``); off unless enabled."""
 
     enabled: bool = False
     bind_address: str = Field("127.0.0.1", description="loopback by default: the page shows Patient IDs")

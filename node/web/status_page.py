@@ -54,7 +54,9 @@ def _study_html(study: dict[str, Any]) -> str:
     # Relative, so the page also works behind a path prefix (the harness proxy's /hipnode/).
     link = f'<a href="?study={_e(study["study_instance_uid"])}"><code>{_e(study["study_instance_uid"])}</code></a>'
     parts = [f"<h2>Study {link} [{_e(study['state'])}]</h2>",
-             (f"<p>Patient {_e(study['patient_id'])} · date {_e(study['study_date'])} · from "
+             (f"<p>Patient {_e(study['patient_id'])}"
+              + (f" ({_e(study['issuer_of_patient_id'])})" if study["issuer_of_patient_id"] else "")
+              + f" · date {_e(study['study_date'])} · from "
              f"{_e(study['calling_aet'])} · {_e(study['description'])}</p>")]
     images = [[f"<code>{_e(i['sop_instance_uid'])}</code>", _e(i["modality"]),
                f'<span class="{"bad" if i["verdict"] == "not analysable" else "ok"}">{_e(i["verdict"])}</span>',

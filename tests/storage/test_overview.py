@@ -129,6 +129,7 @@ def test_the_page_escapes_what_came_from_outside(store: Path) -> None:
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in page
     assert "too few inliers (7 &lt; 12)" in page and "hipnode outbox retry" in page
     assert "not a certified medical device" in page
+    assert "Patient HIP-7 (CLINIC)" in page and "Secret" not in page
 
 
 def status(store: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
