@@ -39,6 +39,7 @@ from models.inference.landmarks import LandmarkModel, LandmarkOutput
 from models.inference.refine import FineHipModel, FineLandmarkModel, FinePelvisModel, FineWindow
 from models.inference.runtime import WEIGHTS_ROOT
 from models.inference.segmentation import SegmentationModel, SegmentationOutput
+from models.inference.view import VIEW_FOLDERS, ViewModel, view_problem
 
 ACCEPTED_BODY_PARTS = {"", "PELVIS", "HIP", "HIPS", "LHIP", "RHIP", "HIPJOINT", "HIP JOINT", "PELVIS HIP"}
 LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "XTABLE", "LLO", "RLO"}
@@ -412,12 +413,13 @@ class HipAnalyzer:
 
     def __init__(self, segmentation: SegmentationModel | None = None, landmarks: LandmarkModel | None = None,
                  fine_landmarks: FineLandmarkModel | None = None, fine_hips: FineHipModel | None = None,
-                 fine_pelvis: FinePelvisModel | None = None) -> None:
+                 fine_pelvis: FinePelvisModel | None = None, views: tuple[ViewModel, ...] = ()) -> None:
         self.segmentation = segmentation or SegmentationModel()
         self.landmarks = landmarks or LandmarkModel()
         self.fine_landmarks = fine_landmarks
         self.fine_hips = fine_hips
         self.fine_pelvis = fine_pelvis
+        self.views = views  # refuse lateral and frog-leg films whose header says AP (or nothing), all agreeing
         self.fine_passes = 1
         # Tuberosities moved to the pelvis outline's caudal extreme (models.algorithms.pelvic_extremes).
         self.snap_pelvic_extremes = True
@@ -435,14 +437,18 @@ class HipAnalyzer:
         def optional(model: type, folder: str) -> Any:
             return model(root / folder) if (root / folder / "manifest.json").is_file() else None
 
-        return cls(SegmentationModel(root / "segment"), LandmarkModel(root / "landmarks"),
+        segmentation = SegmentationModel(root / "segment")
+        views = tuple(view for folder in VIEW_FOLDERS if (view := optional(ViewModel, folder)) is not None)
+        for view in views:  # a maps model reads that segmentation's maps: another's would be another input
+            view.check_segmentation(segmentation.manifest.name, segmentation.manifest.version)
+        return cls(segmentation, LandmarkModel(root / "landmarks"),
                    optional(FineLandmarkModel, "landmarks_fine"), optional(FineHipModel, "hip_fine"),
-                   optional(FinePelvisModel, "pelvis_fine"))
+                   optional(FinePelvisModel, "pelvis_fine"), views)
 
     @property
     def models(self) -> tuple[Any, ...]:
         return tuple(m for m in (self.segmentation, self.landmarks, self.fine_landmarks, self.fine_hips,
-                                 self.fine_pelvis) if m is not None)
+                                 self.fine_pelvis, *self.views) if m is not None)
 
     @property
     def algorithms(self) -> tuple[AlgorithmInfo, ...]:
@@ -539,6 +545,9 @@ class HipAnalyzer:
         seg = seg_model.postprocess(seg_model.predict(work), tf)
         lap("segment")
         reason = content_problem(seg)
+        if reason is None and self.views:
+            reason = view_problem([view(radiograph.pixels, spacing, seg) for view in self.views])
+            lap("view")
         if reason is not None:
             result.not_analysable = reason
             result.timings_ms = timings

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -71,16 +71,21 @@ def list_samples(folder: str | Path) -> list[SampleRef]:
     return refs
 
 
+def read_image(data: Mapping[str, np.ndarray], ref: SampleRef) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A sample's 2D ``image`` (from its open NPZ) and its JSON's pixel spacing, None when it gives none."""
+    if "image" not in data:
+        raise DatasetError(f"{ref.npz.name} has no 'image' array")
+    image = np.asarray(data["image"], dtype=np.float32)
+    if image.ndim != 2:
+        raise DatasetError(f"{ref.npz.name}: image must be 2D, got {image.shape}")
+    spacing = ref.meta.get("pixel_spacing_mm")
+    return image, ((float(spacing[0]), float(spacing[1])) if spacing else None)  # type: ignore[index]
+
+
 def load_work_sample(ref: SampleRef, size: int = WORK_SIZE) -> WorkSample:
     """Read one sample and resample image, masks and landmarks onto the working grid."""
     with np.load(ref.npz) as data:
-        if "image" not in data:
-            raise DatasetError(f"{ref.npz.name} has no 'image' array")
-        image = np.asarray(data["image"], dtype=np.float32)
-        if image.ndim != 2:
-            raise DatasetError(f"{ref.npz.name}: image must be 2D, got {image.shape}")
-        spacing = ref.meta.get("pixel_spacing_mm")
-        spacing_t = (float(spacing[0]), float(spacing[1])) if spacing else None  # type: ignore[index]
+        image, spacing_t = read_image(data, ref)
         work, tf = to_work_grid(image, spacing_t, size)
         masks = np.zeros((len(SEGMENTS), size, size), dtype=np.float32)
         valid = np.zeros(len(SEGMENTS), dtype=np.float32)

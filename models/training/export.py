@@ -15,7 +15,15 @@ import torch
 
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
 from models.inference.crops import FINE_LANDMARK_TYPES, FINE_SEGMENTATION
-from models.training.networks import ExportLandmarks, ExportSegmentation, SGRLandmarkNet, UNet
+from models.inference.view import VIEW_CHANNELS, VIEWS
+from models.training.networks import (
+    ExportLandmarks,
+    ExportSegmentation,
+    ExportView,
+    SGRLandmarkNet,
+    UNet,
+    ViewNet,
+)
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -33,6 +41,10 @@ COARSE_PREPROCESSING = (
     "models/inference/preprocess.py to_work_grid: isotropic resampling from the calibration (longer side fitted "
     "to the grid), 5-95 percentile clipping then min-max to [0,1], zero padding bottom/right; bright = dense "
     "(MONOCHROME1 inverted)")
+VIEW_PREPROCESSING = (
+    "models/inference/view.py view_channels: the segmentation model's probabilities on its own working grid, "
+    "right and left merged by maximum per channel, the content area-resampled to half that grid, zero padding "
+    "bottom/right")
 FINE_PREPROCESSING = (
     "models/inference/crops.py: the radiograph area-resampled to crop.mm_per_px (isotropic, from the calibration), "
     "5-95 percentile clipping then min-max to [0,1] over the whole image, then a size x size crop centred on the "
@@ -55,12 +67,19 @@ def export_model(
     version: str,
     training: dict[str, object],
     extra: dict[str, object] | None = None,
+    segmentation: dict[str, str] | None = None,
+    view_input: str = "maps",
 ) -> Path:
-    """Write ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest path."""
+    """Write ``out_dir/model.onnx`` + ``manifest.json``; returns the manifest path.
+
+    ``view_input``, ``segmentation``: for a view model, what it reads (the film or the segmentation's maps)
+    and, for maps, the name and version of the segmentation that makes them.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / MODEL_FILE
-    dummy = torch.zeros(1, 1, size, size)
+    channels = len(VIEW_CHANNELS) if task == "view" and view_input == "maps" else 1
+    dummy = torch.zeros(1, channels, size, size)
     model = model.eval().cpu()
     if task == "segment" or task in FINE_SEGMENTATION:
         if not isinstance(model, UNet):
@@ -84,6 +103,14 @@ def export_model(
              "meaning": "regressed (x, y) working-grid pixels per landmark", "labels": labels},
         ]
         name = "hipnode-landmarks" if task == "landmarks" else "hipnode-landmarks-fine"
+    elif task == "view":
+        if not isinstance(model, ViewNet):
+            raise TypeError("view task needs a ViewNet")
+        wrapper = ExportView(model)
+        output_names = ["probabilities"]
+        outputs = [{"name": "probabilities", "shape": ["N", len(VIEWS)], "meaning": "softmax probability per view",
+                    "labels": list(VIEWS)}]
+        name = f"hipnode-view-{view_input}"
     else:
         raise ValueError(f"unknown task {task!r}")
     wrapper.eval()  # export restores the wrapper's mode afterwards: it must be eval, or BN flips to training
@@ -100,8 +127,14 @@ def export_model(
         "file": MODEL_FILE,
         "sha256": sha256_file(onnx_path),
         "inputs": [{
-            "name": "image", "shape": ["N", 1, size, size], "dtype": "float32",
+            "name": "image", "shape": ["N", channels, size, size], "dtype": "float32",
             "preprocessing": COARSE_PREPROCESSING if task in ("segment", "landmarks") else FINE_PREPROCESSING,
+        } if task != "view" else {
+            "name": "image", "shape": ["N", channels, size, size], "dtype": "float32", "source": "image",
+            "preprocessing": COARSE_PREPROCESSING,
+        } if view_input == "image" else {
+            "name": "image", "shape": ["N", channels, size, size], "dtype": "float32", "source": "maps",
+            "channels": list(VIEW_CHANNELS), "preprocessing": VIEW_PREPROCESSING, "segmentation": segmentation or {},
         }],
         "outputs": outputs,
         "work_size": size,

@@ -1,4 +1,4 @@
-"""The two networks, kept small enough to train on 2 CPU cores.
+"""The networks, kept small enough to train on 2 CPU cores.
 
 * :class:`UNet`: a compact U-Net (conv-BN-ReLU x2 per level, bilinear
   up-sampling, skip connections). With 11 sigmoid outputs it is the
@@ -9,6 +9,8 @@
   landmark; a spatial soft-argmax turns each map into exactly one (x, y), so a
   landmark can be neither missed nor duplicated. Presence (null landmarks) is
   decided afterwards from the disc peak and the segmentation, never here.
+* :class:`ViewNet`: a small strided CNN that says whether a film is an AP view
+  (or a lateral, or a frog-leg lateral) for the analysis's content check.
 """
 
 from __future__ import annotations
@@ -92,6 +94,25 @@ class SGRLandmarkNet(nn.Module):
         return disc_logits, soft_argmax(scores)
 
 
+class ViewNet(nn.Module):
+    """Image classifier: ``depth`` ConvBlocks, each followed by 2x2 max pooling, then global pooling.
+
+    Mean and max pooling both feed the linear layer: a lateral shows in the
+    overall shape of the film, a frog-leg femur in a small part of it.
+    """
+
+    def __init__(self, n_classes: int, base: int = 8, depth: int = 4, in_ch: int = 1) -> None:
+        super().__init__()
+        chans = [in_ch] + [base * 2**i for i in range(depth)]
+        self.blocks = nn.ModuleList(ConvBlock(chans[i], chans[i + 1]) for i in range(depth))
+        self.head = nn.Linear(2 * chans[-1], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = F.max_pool2d(block(x), 2)
+        return self.head(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
+
+
 class ExportSegmentation(nn.Module):
     """ONNX wrapper: image (N,1,H,W) -> probabilities (N,C,H,W)."""
 
@@ -113,3 +134,14 @@ class ExportLandmarks(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         disc_logits, coords = self.net(image)
         return torch.sigmoid(disc_logits), coords
+
+
+class ExportView(nn.Module):
+    """ONNX wrapper: input maps (N,C_in,H,W) -> class probabilities (N,C)."""
+
+    def __init__(self, net: ViewNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(image), dim=1)

@@ -19,16 +19,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
 from models.inference.crops import FINE_LANDMARK_TYPES, FINE_SEGMENTATION
+from models.inference.view import VIEW_CHANNELS, VIEWS
 from models.training.augment import AugmentConfig, WorkSample
 from models.training.crop_dataset import CropAugment, FineSample, LandmarkCropSet, SegmentCropSet
 from models.training.dataset import AugmentedSet
 from models.training.losses import dice_bce_loss, landmark_loss
-from models.training.networks import SGRLandmarkNet, UNet
+from models.training.networks import SGRLandmarkNet, UNet, ViewNet
+from models.training.view_dataset import ViewSet
 from models.training.warm_start import freeze_batch_norm, warm_start
 
 log = logging.getLogger(__name__)
 
-TASKS = ("segment", "landmarks", "landmarks-fine", "hip-fine", "pelvis-fine")
+TASKS = ("segment", "landmarks", "landmarks-fine", "hip-fine", "pelvis-fine", "view")
 FINE_TASKS = ("landmarks-fine", "hip-fine", "pelvis-fine")
 SEGMENTATION_TASKS = ("segment", "hip-fine", "pelvis-fine")
 FINE_DEFAULTS = {"landmarks-fine": {"size": 96, "mm_per_px": 0.75, "jitter_mm": 6.0},
@@ -63,6 +65,7 @@ class TrainConfig:
     jitter_mm: float | None = None  # fine tasks: sigma of the crop centre's offset from the truth
     workers: int = 0  # DataLoader processes; results do not depend on it (augmentation is seeded per item)
     init: str | None = None  # a weights folder to fine-tune from (models.training.warm_start); BatchNorm frozen
+    view_input: str = "maps"  # view task: what the classifier reads (models.inference.view.VIEW_SOURCES)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -93,6 +96,9 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """A fresh network for ``cfg.task``."""
     if cfg.task == "segment":
         return UNet(1, len(SEGMENTS), base=cfg.base_channels, depth=cfg.depth)
+    if cfg.task == "view":
+        return ViewNet(len(VIEWS), base=cfg.base_channels, depth=cfg.depth,
+                       in_ch=1 if cfg.view_input == "image" else len(VIEW_CHANNELS))
     if cfg.task in FINE_SEGMENTATION:
         return UNet(1, len(FINE_SEGMENTATION[cfg.task].segments), base=cfg.base_channels, depth=cfg.depth)
     n = len(FINE_LANDMARK_TYPES) if cfg.task == "landmarks-fine" else len(LANDMARKS)
@@ -100,6 +106,8 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
 
 
 def _step_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> torch.Tensor:
+    if cfg.task == "view":
+        return torch.nn.functional.cross_entropy(model(batch["image"]), batch["view"])
     if cfg.task in SEGMENTATION_TASKS:
         return dice_bce_loss(model(batch["image"]), batch["masks"], batch["mask_valid"])
     disc_logits, coords = model(batch["image"])
@@ -118,6 +126,24 @@ def train(
     aug = AugmentConfig() if cfg.augment else AugmentConfig.off()
     return fit(AugmentedSet(samples, aug, cfg.seed, cfg.disc_radius_px, with_discs=cfg.task == "landmarks"),
                cfg, on_epoch)
+
+
+def train_view(
+    samples: list[tuple[np.ndarray, int]],
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[torch.nn.Module, dict[str, object]]:
+    """Train the view classifier on films' segmentation maps (``view_dataset``) labelled with their view."""
+    if cfg.task != "view":
+        raise ValueError(f"{cfg.task} is not the view task")
+    if not samples:
+        raise ValueError("no training samples: no film is labelled with a 'view'")
+    counts = np.bincount([label for _, label in samples], minlength=len(VIEWS))
+    if (counts == 0).any():
+        missing = [v for v, n in zip(VIEWS, counts, strict=True) if n == 0]
+        raise ValueError(f"no training film of view {missing}: the classifier needs every view")
+    aug = AugmentConfig() if cfg.augment else AugmentConfig.off()
+    return fit(ViewSet(samples, aug, cfg.seed, cfg.size, cfg.view_input, reframing=cfg.augment), cfg, on_epoch)
 
 
 def train_fine(

@@ -5,6 +5,8 @@ Sub-commands (each one's logic lives in ``models/``; this file only parses):
 * ``analyze``: segmentation, landmarks and measurements on held-out anatomy
   (``models/training/evaluate.py``).
 * ``align``: pre/post alignment (added by the alignment module).
+* ``view``: the view model (AP / lateral / frog-leg) on labelled films
+  (``models/training/view_eval.py``).
 """
 
 from __future__ import annotations
@@ -82,9 +84,37 @@ def _run_align(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _configure_view(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, action="append", required=True,
+                   help="folder of films labelled with a 'view' (hipnode synth --dataset DIR --views); repeatable")
+    p.add_argument("--weights", type=Path, action="append",
+                   help="a view model folder; repeatable (default: the committed view_image and view_maps)")
+    p.add_argument("--anatomy", action="append", help="only films of these anatomies")
+    p.add_argument("--threshold", type=float, help="refuse below this AP probability (default: the analysis's)")
+    p.add_argument("--segmentation", type=Path, metavar="WEIGHTS_DIR",
+                   help="the segmentation model a maps view model reads (default: the committed one)")
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    from models.inference.runtime import WEIGHTS_ROOT, ModelUnavailable
+    from models.inference.view import MIN_AP_PROBABILITY, VIEW_FOLDERS
+    from models.training.dataset import DatasetError
+    from models.training.view_eval import format_view_report, score_folder
+
+    try:
+        weights = args.weights or [WEIGHTS_ROOT / folder for folder in VIEW_FOLDERS]
+        scored = score_folder(weights, args.data, set(args.anatomy or ()), args.segmentation)
+    except (DatasetError, ModelUnavailable) as exc:
+        log.error("cannot evaluate", extra={"reason": str(exc)})
+        return 2
+    print(format_view_report(scored, MIN_AP_PROBABILITY if args.threshold is None else args.threshold))
+    return 0 if scored else 2
+
+
 SUBCOMMANDS = {
     "analyze": ("segmentation, landmarks and measurements on held-out anatomy", _configure_analyze, _run_analyze),
     "align": ("pre/post alignment (matchers x methods) on synthetic pairs", _configure_align, _run_align),
+    "view": ("the view model (AP / lateral / frog-leg) on labelled films", _configure_view, _run_view),
 }
 
 

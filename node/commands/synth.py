@@ -35,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", choices=("DX", "CR"), default="DX", help="DX For Presentation (default) or CR")
     parser.add_argument("--dataset", metavar="DIR", help="build a training dataset (docs/training-data.md) instead of pairs")
     parser.add_argument("--samples", type=int, default=100, help="dataset samples (with --dataset)")
+    parser.add_argument("--views", action="store_true",
+                        help="with --dataset: films labelled ap, lateral or frog_leg for `hipnode train view` "
+                             "(no masks or landmarks)")
     parser.add_argument("--shape-variation", type=float, default=0.0, metavar="MM",
                         help="with --dataset: also reshape each patient's bones locally, 40-80 mm waves of up to "
                         "MM each (default 0: the smooth whole-bone variation only)")
@@ -51,6 +54,10 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--shape-variation must be between 0 and 2 mm (larger waves crush bone locally)"
     if args.shape_variation and args.dataset is None:
         return "--shape-variation applies to training datasets (--dataset) only"
+    if args.views and args.dataset is None:
+        return "--views builds a training dataset: give --dataset DIR"
+    if args.views and args.shape_variation:
+        return "--shape-variation does not apply to --views films"
     if args.ct is not None and args.dataset is not None:
         return "--ct renders pairs only; it cannot build a training dataset"
     if args.ct is not None and not Path(args.ct).is_file():
@@ -81,9 +88,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.dataset is not None:
             from models.synth.dataset import build_dataset
+            from models.synth.views import build_view_dataset
 
             start = time.perf_counter()
-            n = build_dataset(labels, args.dataset, args.samples, args.size or 512, args.seed, args.shape_variation)
+            if args.views:
+                n = build_view_dataset(labels, args.dataset, args.samples, args.size or 512, args.seed)
+            else:
+                n = build_dataset(labels, args.dataset, args.samples, args.size or 512, args.seed, args.shape_variation)
             log.info("wrote %d samples to %s in %.1f s", n, args.dataset, time.perf_counter() - start)
             return 0
         return _write_pairs(args, labels)

@@ -1,7 +1,9 @@
 """How the analysis's content check answers images that are not what the header says.
 
 The check (``models.inference.analyzer.content_problem``) decides, from the
-reference segmentation, whether an image holds a pelvis with a hip joint.
+reference segmentation, whether an image holds a pelvis with a hip joint; then
+the view models (``models/inference/view.py``, when their weights are installed)
+whether it is an AP view rather than a lateral or frog-leg one.
 It matters when a header lies (a chest film sent as PELVIS), and it must not
 turn real hip films away. This prints its answer for three groups:
 
@@ -16,7 +18,8 @@ turn real hip films away. This prints its answer for three groups:
   axis (``--views``: 0 to 90 degrees, pre- and post-op, ``render_exam(...,
   truth=False)`` with its automatic exposure beyond 15 degrees): AP should pass,
   true laterals should not; in between (a rotated AP, a Judet oblique) it is
-  printed what happens;
+  printed what happens; and the same patients in a frog-leg pose (pelvis AP,
+  both femurs flexed 35, abducted 40 and rotated 40 degrees), which should not;
 * any ``hipnode synth --dataset`` folders given with ``--data``: every film
   should pass (the count refused is printed).
 
@@ -76,10 +79,12 @@ def crude_projections(anatomy_dir: Path) -> dict[str, np.ndarray]:
 
 
 VIEW_ROTATIONS_DEG = (0, 20, 35, 50, 60, 75, 90)
+FROG_LEG_FEMUR_DEG = (35.0, 40.0, 40.0)  # flexion, abduction, rotation of both femurs
 
 
 def generator_views(size: int, seeds: int):
-    """(anatomy, rotation, phase, seed, pixels, spacing) of generator films turned about the long axis."""
+    """(anatomy, rotation or "frog", phase, seed, pixels, spacing) of generator films turned about the long axis,
+    then in a frog-leg pose."""
     from dataclasses import replace
 
     from models.synth.anatomy import load_anatomy
@@ -98,6 +103,9 @@ def generator_views(size: int, seeds: int):
                     turned = replace(pose, pelvis_deg=(tilt, obliquity, rotation + 0.3 * own))
                     exam = render_exam(patient, turned, phase, size, np.random.default_rng(seed), truth=False)
                     yield anatomy_name, rotation, phase, seed, exam.presentation, exam.pixel_spacing_mm
+                frog = replace(pose, femur_deg={side: FROG_LEG_FEMUR_DEG for side in pose.femur_deg})
+                exam = render_exam(patient, frog, phase, size, np.random.default_rng(seed), truth=False)
+                yield anatomy_name, "frog", phase, seed, exam.presentation, exam.pixel_spacing_mm
 
 
 def lying_header_pixels(name: str) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -110,8 +118,14 @@ def lying_header_pixels(name: str) -> tuple[np.ndarray, tuple[float, float] | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.inference.analyzer import content_problem, hip_joints, operated_sides, pixel_problem
-    from models.inference.segmentation import SegmentationModel
+    from models.inference.analyzer import (
+        HipAnalyzer,
+        content_problem,
+        hip_joints,
+        operated_sides,
+        pixel_problem,
+    )
+    from models.inference.view import view_problem
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, action="append", default=[], help="hipnode synth --dataset folder")
@@ -119,13 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1000, help="columns of the --views films")
     parser.add_argument("--seeds", type=int, default=2, help="patients per anatomy for --views")
     args = parser.parse_args(argv)
-    segment = SegmentationModel()
+    analyzer = HipAnalyzer.from_weights()
+    segment = analyzer.segmentation
+    print("view models: " + (", ".join(f"{v.manifest.name} {v.manifest.version} ({v.source})" for v in analyzer.views)
+                             or "none installed"))
 
     def answer(pixels: np.ndarray, spacing: tuple[float, float] | None) -> str:
         problem = pixel_problem(pixels, spacing)
         if problem is None:
             seg = segment(pixels, spacing)
             problem = content_problem(seg)
+            if problem is None:
+                problem = view_problem([view(pixels, spacing, seg) for view in analyzer.views])
             if problem is None:
                 operated = operated_sides(seg)
                 joints = [f"{side} {'implant' if operated[side] else 'head + roof'}"
@@ -141,14 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         for view, image in crude_projections(LABEL_ROOT / anatomy).items():
             print(f"  {anatomy:16s} {view:11s} {answer(image, (1.0, 1.0))}")
     if args.views:
-        print(f"generator films turned about the long axis, {args.size} px (0 should be accepted, 90 refused):")
-        tally: dict[int, list[int]] = {}
+        print(f"generator films turned about the long axis, {args.size} px (0 should be accepted, 90 and frog-leg "
+              "refused):")
+        tally: dict[int | str, list[int]] = {}
         for anatomy, rotation, phase, seed, pixels, spacing in generator_views(args.size, args.seeds):
             verdict = answer(pixels, spacing)
             tally.setdefault(rotation, [0, 0])[0 if verdict.startswith("accepted") else 1] += 1
-            print(f"  {anatomy:16s} {rotation:3d} deg {phase:4s} patient {seed}: {verdict}")
-        for rotation, (accepted, refused_count) in sorted(tally.items()):
-            print(f"  {rotation:3d} deg: {accepted} accepted, {refused_count} refused")
+            print(f"  {anatomy:16s} {rotation!s:>4s} {phase:4s} patient {seed}: {verdict}")
+        for rotation, (accepted, refused_count) in tally.items():
+            print(f"  {rotation!s:>4s}: {accepted} accepted, {refused_count} refused")
     for folder in args.data:
         refused = []
         samples = sorted(folder.glob("*.npz"))
