@@ -239,3 +239,24 @@ def test_eval_view_prints_the_confusion_and_both_error_counts(tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert "confusion" in printed and "AP films refused" in printed and "lateral / frog-leg films analysed" in printed
     assert main(["eval", "view", "--data", str(tmp_path / "views"), "--anatomy", "Pelvic-Ref-001"]) == 2
+
+
+def test_synth_and_train_commands_make_a_view_model(tmp_path: Path):
+    """``hipnode synth --dataset --views`` then ``hipnode train view`` for each input: manifests say what they read."""
+    data = tmp_path / "views"
+    assert main(["synth", "--dataset", str(data), "--views", "--samples", "9", "--size", "160", "--seed", "2",
+                 "--labels", str(_label_maps("Pelvic-Ref-004")[0])]) == 0
+    assert {json.loads(p.read_text())["view"] for p in data.glob("view_*.json")} == set(VIEWS)
+    assert main(["synth", "--out", str(tmp_path / "pairs"), "--views"]) == 2  # --views builds a dataset only
+    for source in ("maps", "image"):
+        out = tmp_path / f"view_{source}"
+        assert main(["train", "view", "--view-input", source, "--data", str(data), "--out", str(out),
+                     "--epochs", "1", "--batch-size", "4", "--threads", "2"]) == 0
+        model = ViewModel(out)
+        assert model.source == source and model.manifest.work_size == 128
+        assert model.manifest.raw["training"]["anatomies"] == ["Pelvic-Ref-004"]
+        if source == "maps":
+            segment = SegmentationModel(SEGMENT_DIR).manifest
+            assert model.segmentation == {"name": segment.name, "version": segment.version}
+    assert main(["train", "view", "--data", str(data), "--out", str(tmp_path / "x"),
+                 "--exclude-anatomy", "Pelvic-Ref-004"]) == 2  # nothing left to train on
