@@ -17,7 +17,7 @@ intensity changes.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -82,12 +82,18 @@ def load_view_sample(ref: SampleRef, source: str, size: int, segmentation_dir: P
         work, tf = to_work_grid(image, spacing, LOAD_SCALE * size)
         rows, cols = tf.content_shape
         return np.ascontiguousarray(work[None, :rows, :cols]), VIEWS.index(str(view))
-    seg = SegmentationModel(segmentation_dir)(image, spacing)
+    seg = _segmentation(segmentation_dir)(image, spacing)
     if seg.transform.size != LOAD_SCALE * size:
         raise ValueError(f"a maps view model's grid is half the segmentation's ({seg.transform.size} px): "
                          f"--size {seg.transform.size // LOAD_SCALE}, not {size}")
     rows, cols = seg.transform.content_shape
     return np.ascontiguousarray(channel_maps(seg)[:, :rows, :cols]), VIEWS.index(str(view))
+
+
+@lru_cache(maxsize=4)
+def _segmentation(weights_dir: Path) -> SegmentationModel:
+    """One model object per folder and process (its manifest read once, its session cached by the runtime)."""
+    return SegmentationModel(weights_dir)
 
 
 def load_view_folders(folders: list[Path], source: str, size: int, segmentation_dir: Path,
