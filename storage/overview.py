@@ -129,6 +129,13 @@ def _results(session: Session, study_uid: str) -> dict[str, Any]:
     }
 
 
+def results_in_words(results: dict[str, Any]) -> tuple[str, str]:
+    """A study's results by kind and its deliveries by state, each as one phrase (the CLI and the page)."""
+    made = ", ".join(f"{n} {kind}" for kind, n in results["by_kind"].items())
+    sent = ", ".join(f"{n} {state}" for state, n in results["deliveries"].items()) or "none queued"
+    return made, sent
+
+
 def recent_studies(session: Session, limit: int = 50, study_uid: str | None = None) -> list[dict[str, Any]]:
     """The most recently received studies (or one), each with its images' verdicts, pairings, jobs, results."""
     query = select(Study, Patient).join(Patient, Study.patient_pk == Patient.id)

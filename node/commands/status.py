@@ -19,7 +19,7 @@ from typing import Any
 from node.commands.config import add_config_argument, catalogue_or_explain
 from storage.db import make_session_factory
 from storage.models import Study
-from storage.overview import overview
+from storage.overview import overview, results_in_words
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +62,7 @@ def format_overview(view: dict[str, Any]) -> str:
                          f"attempt {job['attempts']}/{job['max_attempts']}{failed}")
         results = study["results"]
         if results["by_kind"]:
-            made = ", ".join(f"{n} {kind}" for kind, n in results["by_kind"].items())
-            sent = ", ".join(f"{n} {state}" for state, n in results["deliveries"].items()) or "none queued"
+            made, sent = results_in_words(results)
             lines.append(f"  results: {made}; deliveries: {sent}")
         for dead in results["dead"]:
             lines.append(f"  dead delivery {dead['id']} to {dead['destination']} after {dead['attempts']} "

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from node.config import Settings
-from storage.overview import overview, summary
+from storage.overview import overview, results_in_words, summary
 
 log = logging.getLogger("node.web")
 
@@ -74,8 +74,7 @@ def _study_html(study: dict[str, Any]) -> str:
         parts.append(_table(["job", "kind", "state", "attempts", "failed at", "reason"], jobs))
     results = study["results"]
     if results["by_kind"]:
-        made = ", ".join(f"{n} {k}" for k, n in results["by_kind"].items())
-        sent = ", ".join(f"{n} {s}" for s, n in results["deliveries"].items()) or "none queued"
+        made, sent = results_in_words(results)
         parts.append(f"<p>Results: {_e(made)}; deliveries: {_e(sent)}</p>")
     for dead in results["dead"]:
         parts.append(f'<p class="bad">Dead delivery {_e(dead["id"])} to {_e(dead["destination"])} after '
