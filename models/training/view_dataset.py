@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.inference.preprocess import normalise, to_work_grid
+from models.inference.preprocess import to_work_grid
 from models.inference.segmentation import SegmentationModel
-from models.inference.view import VIEW_SOURCES, VIEWS, channel_maps
+from models.inference.view import VIEW_SOURCES, VIEWS, channel_maps, fit_to_grid
 from models.training.augment import AugmentConfig, WorkSample, augment
 from models.training.dataset import DatasetError, SampleRef, list_samples, parallel_map, read_image
 
@@ -51,20 +51,6 @@ def reframe(content: np.ndarray, rng: np.random.Generator, on: bool = True) -> n
         keep = max(8, round(cols * rng.uniform(*SIDE_KEEP)))
         c0, c1 = (0, keep) if rng.random() < 0.5 else (cols - keep, cols)
     return content[..., r0:r1, c0:c1]
-
-
-def fit_to_grid(content: np.ndarray, size: int, renormalise: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
-    """(C, rows, cols) content onto a (C, size, size) canvas as inference puts a film there: longer side
-    fitted, area resampling (a film then 5-95 percentile normalised: ``renormalise``), zero padding
-    bottom/right. Returns the canvas and the content's shape on it."""
-    rows, cols = content.shape[-2:]
-    scale = size / max(rows, cols)
-    shape = (max(1, min(size, round(rows * scale))), max(1, min(size, round(cols * scale))))
-    canvas = np.zeros((content.shape[0], size, size), dtype=np.float32)
-    for i, channel in enumerate(content):
-        small = cv2.resize(np.ascontiguousarray(channel), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
-        canvas[i, : shape[0], : shape[1]] = normalise(small) if renormalise else small
-    return canvas, shape
 
 
 def load_view_sample(ref: SampleRef, source: str, size: int, segmentation_dir: Path) -> tuple[np.ndarray, int]:
