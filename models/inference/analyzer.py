@@ -480,7 +480,7 @@ class HipAnalyzer:
         for hip in self._fine_windows(self.fine_hips, pixels, spacing, landmarks):
             x0, y0, x1, y1 = hip.window
             for segment, probability in hip.probabilities.items():
-                masks[f"{segment}_{hip.side}"][y0:y1, x0:x1] = probability >= 0.5
+                masks[f"{segment}_{hip.side}"][y0:y1, x0:x1] = probability >= self.fine_hips.threshold(segment)
 
     def refine_pelvis_mask(self, pixels: np.ndarray, spacing: tuple[float, float],
                            landmarks: dict[str, tuple[float, float] | None], masks: dict[str, np.ndarray]) -> None:
@@ -489,7 +489,7 @@ class HipAnalyzer:
             return
         for part in self._fine_windows(self.fine_pelvis, pixels, spacing, landmarks):
             x0, y0, x1, y1 = part.window
-            masks["pelvis"][y0:y1, x0:x1] = part.probabilities["pelvis"] >= 0.5
+            masks["pelvis"][y0:y1, x0:x1] = part.probabilities["pelvis"] >= self.fine_pelvis.threshold("pelvis")
 
     @staticmethod
     def _fine_windows(model: FineHipModel | FinePelvisModel, pixels: np.ndarray, spacing: tuple[float, float],

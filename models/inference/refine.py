@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from models.inference.crops import (
 from models.inference.runtime import WEIGHTS_ROOT, ModelUnavailable, OnnxModel, run_batch
 
 Point = tuple[float, float]
+
+DEFAULT_MASK_THRESHOLD = 0.5
+"""Where a fine segment's mask starts when its manifest gives no calibrated threshold."""
 
 
 class _CropModel(OnnxModel):
@@ -91,6 +95,28 @@ class FineWindow:
     probabilities: dict[str, np.ndarray]  # segment name -> (y1 - y0, x1 - x0) float32
 
 
+def manifest_mask_thresholds(manifest: dict[str, Any], labels: tuple[str, ...], where: Path) -> dict[str, float]:
+    """The manifest's ``mask_thresholds`` (segment -> probability), checked.
+
+    A calibration belongs to the weights it was measured on, so it lives in their manifest: a retrained model
+    starts at 0.5 until it is calibrated again (docs/models.md, "Mask thresholds").
+    """
+    raw = manifest.get("mask_thresholds") or {}
+    if not isinstance(raw, dict):
+        raise ModelUnavailable(f"{where}/manifest.json: mask_thresholds is not an object")
+    out: dict[str, float] = {}
+    for segment, value in raw.items():
+        if segment not in labels:
+            raise ModelUnavailable(f"{where}/manifest.json: mask_thresholds names {segment!r}, not one of {labels}")
+        try:
+            out[segment] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ModelUnavailable(f"{where}/manifest.json: mask_thresholds.{segment} is not a number") from exc
+        if not 0.0 < out[segment] < 1.0:
+            raise ModelUnavailable(f"{where}/manifest.json: mask_thresholds.{segment} = {value} is not in (0, 1)")
+    return out
+
+
 class _FineSegmentationModel(_CropModel):
     """A crop around one landmark per side (``FINE_SEGMENTATION[task].centre``) -> that crop's segments."""
 
@@ -98,11 +124,17 @@ class _FineSegmentationModel(_CropModel):
 
     def __init__(self, weights_dir: str | Path | None = None) -> None:
         super().__init__(weights_dir or WEIGHTS_ROOT / self.folder)
+        # calibrated per segment; models/training/calibrate_hip.py sets others to compare them
+        self.mask_thresholds = manifest_mask_thresholds(self.manifest.raw, self.labels, self.weights_dir)
 
     @property
     def centre(self) -> str:
         """The per-side landmark stem each crop is centred on."""
         return FINE_SEGMENTATION[self.task].centre
+
+    def threshold(self, segment: str) -> float:
+        """Probability at which ``segment``'s mask starts (:attr:`mask_thresholds`, else 0.5)."""
+        return self.mask_thresholds.get(segment, DEFAULT_MASK_THRESHOLD)
 
     def segment(self, level: Level, source_shape: tuple[int, int], centres: dict[str, Point]) -> list[FineWindow]:
         """One :class:`FineWindow` per side in ``centres`` (source px of the crop's landmark) that lands in the image."""

@@ -14,7 +14,7 @@ import json
 import logging
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,14 +228,41 @@ def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None,
     (:func:`processing_look`), to measure how much the weights depend on one rendering style.
     """
     from models.inference.analyzer import HipAnalyzer
-    from models.training.dataset import list_samples
 
     analyzer = HipAnalyzer.from_weights(weights)
     scores = Scores()
+    for sample in labelled_films(data, anatomy):
+        image = sample.image.pixels
+        if look_seed is not None:
+            image = processing_look(image, sample.spacing, np.random.default_rng((look_seed, zlib.crc32(sample.name.encode()))))
+        pred = analyzer(_Image(image, sample.spacing, sample.image.calibration))
+        score_image(scores, pred, sample.masks, sample.landmarks, sample.measurements, sample.spacing, sample.name)
+    return scores
+
+
+@dataclass
+class LabelledFilm:
+    """One dataset sample as the analysis sees it (``image``) and its truth."""
+
+    name: str
+    image: _Image
+    masks: dict[str, np.ndarray]
+    landmarks: dict[str, Any]
+    measurements: dict[str, float | None]
+
+    @property
+    def spacing(self) -> tuple[float, float]:
+        return self.image.pixel_spacing_mm
+
+
+def labelled_films(data: Path, anatomy: set[str] | None = None) -> Iterator[LabelledFilm]:
+    """The samples of a dataset folder (of ``anatomy`` only, when given), one at a time, with their truth."""
+    from models.training.dataset import list_samples
+
     for ref in list_samples(data):
         if anatomy is not None and str(ref.meta.get("anatomy", "")) not in anatomy:
             continue
-        spacing = tuple(float(v) for v in ref.meta["pixel_spacing_mm"])  # type: ignore[union-attr]
+        spacing = (float(ref.meta["pixel_spacing_mm"][0]), float(ref.meta["pixel_spacing_mm"][1]))  # type: ignore[index]
         with np.load(ref.npz) as npz:
             image = np.asarray(npz["image"], np.float32)
             masks = {s: np.asarray(npz[s], bool) for s in SEGMENTS if s in npz}
@@ -243,11 +270,8 @@ def evaluate_weights(weights: Path, data: Path, anatomy: set[str] | None = None,
         truth_meas = ref.meta.get("measurements")
         if not isinstance(truth_meas, dict):
             truth_meas = compute_measurements(truth_lm, spacing, masks)
-        if look_seed is not None:
-            image = processing_look(image, spacing, np.random.default_rng((look_seed, zlib.crc32(ref.name.encode()))))  # type: ignore[arg-type]
-        pred = analyzer(_Image(image, spacing, str(ref.meta.get("calibration") or "")))  # type: ignore[arg-type]
-        score_image(scores, pred, masks, truth_lm, truth_meas, spacing, ref.name)  # type: ignore[arg-type]
-    return scores
+        yield LabelledFilm(ref.name, _Image(image, spacing, str(ref.meta.get("calibration") or "")), masks,
+                           truth_lm, truth_meas)
 
 
 ROTATION_FINE_TASKS = ("landmarks-fine", "hip-fine")

@@ -7,6 +7,8 @@ Sub-commands (each one's logic lives in ``models/``; this file only parses):
 * ``align``: pre/post alignment (added by the alignment module).
 * ``view``: the view model (AP / lateral / frog-leg) on labelled films
   (``models/training/view_eval.py``).
+* ``hip-threshold``: where the fine hip model's head and roof masks start,
+  calibrated on the minimum joint-space width (``models/training/calibrate_hip.py``).
 """
 
 from __future__ import annotations
@@ -111,10 +113,45 @@ def _run_view(args: argparse.Namespace) -> int:
     return 0 if scored else 2
 
 
+def _configure_hip_threshold(p: argparse.ArgumentParser) -> None:
+    from models.training.calibrate_hip import DEFAULT_CANDIDATES
+
+    p.add_argument("--data", type=Path, required=True,
+                   help="films of the anatomies the weights were trained on, not used in training (new seeds)")
+    p.add_argument("--weights", type=Path, help="weights folder with hip_fine/ (default: the committed ones)")
+    p.add_argument("--anatomy", action="append", help="only films of these anatomies")
+    p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_CANDIDATES),
+                   help="candidate head and roof thresholds (default: %(default)s)")
+    p.add_argument("--write", action="store_true",
+                   help="write the chosen threshold into WEIGHTS/hip_fine/manifest.json (mask_thresholds)")
+
+
+def _run_hip_threshold(args: argparse.Namespace) -> int:
+    from models.inference.runtime import WEIGHTS_ROOT, ModelUnavailable
+    from models.training.calibrate_hip import calibrate, format_threshold_report, write_thresholds
+    from models.training.dataset import DatasetError
+
+    weights = args.weights or WEIGHTS_ROOT
+    if any(not 0.0 < t < 1.0 for t in args.thresholds):
+        log.error("cannot calibrate", extra={"reason": f"thresholds must lie in (0, 1): {args.thresholds}"})
+        return 2
+    try:
+        scores, chosen = calibrate(weights, args.data, args.thresholds, set(args.anatomy) if args.anatomy else None)
+    except (DatasetError, ModelUnavailable, ValueError) as exc:
+        log.error("cannot calibrate", extra={"reason": str(exc)})
+        return 2
+    print(format_threshold_report(scores, chosen))
+    if args.write:
+        print(f"wrote mask_thresholds {chosen.threshold:g} to {write_thresholds(weights, chosen, args.data)}")
+    return 0
+
+
 SUBCOMMANDS = {
     "analyze": ("segmentation, landmarks and measurements on held-out anatomy", _configure_analyze, _run_analyze),
     "align": ("pre/post alignment (matchers x methods) on synthetic pairs", _configure_align, _run_align),
     "view": ("the view model (AP / lateral / frog-leg) on labelled films", _configure_view, _run_view),
+    "hip-threshold": ("calibrate the fine hip model's head and roof mask threshold on the minimum joint-space width",
+                      _configure_hip_threshold, _run_hip_threshold),
 }
 
 
