@@ -155,4 +155,8 @@ def run(args: argparse.Namespace) -> int:
                             args.view_input)
     print(json.dumps({"manifest": str(manifest), "epochs": summary["epochs_done"],
                       "final_loss": summary["final_loss"], "train_seconds": summary["train_seconds"]}))
+    if args.task == "hip-fine":  # its head and roof masks start at 0.5 until calibrated (docs/training-data.md)
+        weights = str(args.out.parent) if args.out.name == "hip_fine" else "WEIGHTS (with this model as WEIGHTS/hip_fine)"
+        log.info("next: calibrate its mask thresholds on films it was not trained on",
+                 extra={"command": f"hipnode eval hip-threshold --data FILMS --weights {weights} --write"})
     return 0
