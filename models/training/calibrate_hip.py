@@ -8,10 +8,9 @@ the masks' Dice is flat between 0.4 and 0.6. This scores the whole analysis
 at each candidate threshold (head and roof share it, since they bound the
 same gap), then scores the threshold where the mean signed error crosses
 zero (interpolated between the two candidates that bracket it) and keeps the
-least biased. Run
-it on films of the anatomies the model was trained on (new seeds), never on
-the anatomy it is to be evaluated on, and write the choice into the weights'
-manifest (``mask_thresholds``), where the analysis reads it.
+least biased. Run it on films of the anatomies the model was trained on (new
+seeds), never on the anatomy it is to be evaluated on, and write the choice
+into the weights' manifest (``mask_thresholds``), where the analysis reads it.
 """
 
 from __future__ import annotations
