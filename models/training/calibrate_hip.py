@@ -16,15 +16,22 @@ into the weights' manifest (``mask_thresholds``), where the analysis reads it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.algorithms.vocabulary import SIDES
 from models.training.evaluate import dice, labelled_films
+
+if TYPE_CHECKING:
+    from models.inference.analyzer import HipAnalyzer
+
+log = logging.getLogger(__name__)
 
 CALIBRATED_SEGMENTS = ("femoral_head", "acetabular_roof")
 """The two masks whose borders bound the joint space; they share one threshold."""
@@ -48,14 +55,14 @@ class ThresholdScore:
         return float(np.mean(np.abs(self.signed_errors_mm))) if self.signed_errors_mm else float("nan")
 
 
-def score_thresholds(weights: Path, data: Path, candidates: Sequence[float] = DEFAULT_CANDIDATES,
+def score_thresholds(analyzer: HipAnalyzer, data: Path, candidates: Sequence[float] = DEFAULT_CANDIDATES,
                      anatomy: set[str] | None = None) -> list[ThresholdScore]:
-    """Run the analysis under ``weights`` on every film of ``data`` once per candidate threshold."""
-    from models.inference.analyzer import HipAnalyzer
+    """Run ``analyzer`` on every film of ``data`` once per candidate threshold (it is left at the last one).
 
-    analyzer = HipAnalyzer.from_weights(weights)
+    A film the analysis refuses counts at no threshold, and is logged with the reason.
+    """
     if analyzer.fine_hips is None:
-        raise ValueError(f"{weights} has no fine hip model (hip_fine/): nothing to calibrate")
+        raise ValueError("the weights have no fine hip model (hip_fine/): nothing to calibrate")
     errors: dict[float, list[float]] = {t: [] for t in candidates}
     dices: dict[float, dict[str, list[float]]] = {t: {s: [] for s in CALIBRATED_SEGMENTS} for t in candidates}
     for film in labelled_films(data, anatomy):
@@ -64,6 +71,8 @@ def score_thresholds(weights: Path, data: Path, candidates: Sequence[float] = DE
                                                   **{s: threshold for s in CALIBRATED_SEGMENTS}}
             pred = analyzer(film.image)
             if pred.not_analysable is not None:
+                log.warning("film not analysable, left out of the calibration",
+                            extra={"film": film.name, "reason": pred.not_analysable})
                 break
             for side in SIDES:
                 name = f"min_joint_space_width_{side}"
@@ -102,10 +111,15 @@ def best_threshold(scores: Sequence[ThresholdScore]) -> ThresholdScore:
 def calibrate(weights: Path, data: Path, candidates: Sequence[float] = DEFAULT_CANDIDATES,
               anatomy: set[str] | None = None) -> tuple[list[ThresholdScore], ThresholdScore]:
     """Score the candidates, then the threshold where their bias crosses zero (if new); the least biased wins."""
-    scores = score_thresholds(weights, data, candidates, anatomy)
+    from models.inference.analyzer import HipAnalyzer
+
+    analyzer = HipAnalyzer.from_weights(weights)
+    if analyzer.fine_hips is None:
+        raise ValueError(f"{weights} has no fine hip model (hip_fine/): nothing to calibrate")
+    scores = score_thresholds(analyzer, data, candidates, anatomy)
     crossing = unbiased_threshold(scores)
     if crossing is not None and 0.0 < crossing < 1.0 and all(abs(s.threshold - crossing) > 1e-9 for s in scores):
-        scores = sorted(scores + score_thresholds(weights, data, [crossing], anatomy), key=lambda s: s.threshold)
+        scores = sorted(scores + score_thresholds(analyzer, data, [crossing], anatomy), key=lambda s: s.threshold)
     return scores, best_threshold(scores)
 
 

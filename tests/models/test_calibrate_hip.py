@@ -10,6 +10,7 @@ leave a manifest the analysis reads.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from models.training.calibrate_hip import (
     CALIBRATED_SEGMENTS,
     ThresholdScore,
     best_threshold,
+    score_thresholds,
     unbiased_threshold,
 )
 from node.cli import main
@@ -111,3 +113,28 @@ def test_eval_hip_threshold_measures_each_candidate_and_writes_the_choice(tmp_pa
 
 def test_eval_hip_threshold_refuses_a_threshold_outside_zero_to_one(tmp_path: Path):
     assert main(["eval", "hip-threshold", "--data", str(tmp_path), "--thresholds", "0.4", "1.5"]) == 2
+
+
+def test_a_film_the_analysis_refuses_is_named_and_left_out(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A calibration set the analysis cannot read gives a logged reason per film and no threshold, not a guess."""
+    from models.inference.analyzer import HipAnalyzer
+
+    data = tmp_path / "films"
+    assert main(["synth", "--dataset", str(data), "--labels", "models/synth/pelvic_ref/Pelvic-Ref-001",
+                 "--samples", "1", "--size", "512", "--seed", "4243"]) == 0
+    (npz,) = data.glob("*.npz")
+    with np.load(npz) as film:
+        arrays = {k: film[k] for k in film.files}
+    arrays["image"] = np.zeros_like(arrays["image"])  # blank: not analysable
+    np.savez_compressed(npz, **arrays)
+    logging.getLogger().addHandler(caplog.handler)  # the CLI's logging set-up replaced the root's handlers
+    try:
+        caplog.set_level("WARNING", logger="models.training.calibrate_hip")
+        scores = score_thresholds(HipAnalyzer.from_weights(WEIGHTS_ROOT), data, [0.4, 0.5])
+    finally:
+        logging.getLogger().removeHandler(caplog.handler)
+    assert [len(s.signed_errors_mm) for s in scores] == [0, 0]
+    refused = [r for r in caplog.records if "not analysable" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].film == npz.stem and refused[0].reason
+    with pytest.raises(ValueError, match="nothing to calibrate"):
+        best_threshold(scores)
