@@ -104,6 +104,7 @@ class PairAlignment:
     timings_ms: dict[str, float] = field(default_factory=dict)
     algorithms: tuple[AlgorithmInfo, ...] = ()
     retried_sparser: bool = False  # the first matching was refused; these matches use half the keypoints
+    matched_on_prior: bool = False  # refused twice; these matches are of PRE warped by the pelvis outline overlay
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -118,4 +119,6 @@ class PairAlignment:
             out["failure"] = self.failure
         if self.retried_sparser:
             out["retried_with_fewer_keypoints"] = True
+        if self.matched_on_prior:
+            out["matched_on_pelvis_outline_overlay"] = True
         return out

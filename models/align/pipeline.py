@@ -7,7 +7,9 @@ non-degenerate homography. Any failed check returns a :class:`PairAlignment`
 with ``failure`` set and no homography: no colour difference map may follow.
 Method ``ours`` adds a pelvis-aware RANSAC, IRLS and metal-masked ECC, and
 when its fit is refused it matches the same features once more with half the
-keypoints (a matcher's ``sparser``), under the same checks.
+keypoints (a matcher's ``sparser``), then, if that is refused too, matches PRE
+warped onto POST by the pelvis outline overlay (:mod:`models.align.guided`),
+each under the same checks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.algorithms.results import AlgorithmInfo, PairAlignment
+from models.align.guided import match_after_warp
 from models.align.homography import (
     HomographyError,
     apply_homography,
@@ -39,7 +42,7 @@ from models.align.refine import (
 )
 
 ALIGN_METHODS: tuple[str, ...] = ("plain", "filtered", "weighted", "ours")
-VERSION = "1.1.0"  # 1.1.0: matcher graphs 1.1.0, match threshold 0.02, sparser retry (session 21)
+VERSION = "1.2.0"  # 1.1.0: matcher graphs 1.1.0, match threshold 0.02, sparser retry (s21); 1.2.0: match on the prior (s26)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class AlignSettings:
     refine: str = "geometric"  # "irls" (iteratively reweighted DLT) or "geometric" (robust weighted LM)
     coverage_radius_fraction: float = 0.06  # > 0: balance match density within this radius (of the diagonal)
     sparser_retry: bool = True  # ours: a refused pair is matched once more with half the keypoints (same features)
+    match_on_prior: bool = True  # ours, with pelvis_prior: a pair still refused is matched again with PRE warped by it
 
 
 def pelvis_found(probability: np.ndarray, settings: AlignSettings) -> bool:
@@ -175,6 +179,47 @@ def _checked_fit(
     return h
 
 
+def _second_chances(
+    reason: str, matches: Matches, pre: np.ndarray, post: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray,
+    matcher: Matcher, settings: AlignSettings, result: PairAlignment,
+) -> np.ndarray | str:
+    """ours, after its first fit was refused: two more matchings, each fitted under the same checks.
+
+    First the same features with half the keypoints (cheap: one smaller
+    LightGlue run), then PRE warped onto POST by the pelvis outline overlay and
+    matched again (one more detection on PRE). The first that passes is kept;
+    when none does, the reason names every attempt. Counts in ``result`` stay
+    those of the first matching unless an attempt succeeds.
+    """
+    first_counts = (result.matches, result.inliers)
+    sparser = getattr(matcher, "sparser", None)
+    if settings.sparser_retry and sparser is not None:
+        start = time.perf_counter()
+        retry = sparser(matches)
+        result.timings_ms["match_sparser"] = 1000 * (time.perf_counter() - start)
+        if retry is not None:
+            retried = _checked_fit(retry, pre, post, p_pre, p_post, "ours", settings, result)
+            if not isinstance(retried, str):
+                result.retried_sparser = True
+                return retried
+            reason = f"{reason}; matched again with half the keypoints: {retried}"
+    if settings.match_on_prior and settings.pelvis_prior:
+        start = time.perf_counter()
+        h_prior = pelvis_map_alignment(p_pre, p_post)
+        if h_prior is None or degeneracy_reason(h_prior, np.shape(pre), np.shape(post)) is not None:
+            reason = f"{reason}; the pelvis outlines could not be overlaid to match again"
+        else:
+            guided = match_after_warp(matcher, pre, post, h_prior, first=matches)
+            result.timings_ms["match_on_prior"] = 1000 * (time.perf_counter() - start)
+            refit = _checked_fit(guided, pre, post, p_pre, p_post, "ours", settings, result)
+            if not isinstance(refit, str):
+                result.matched_on_prior = True
+                return refit
+            reason = f"{reason}; matched again on the pelvis outline overlay: {refit}"
+    result.matches, result.inliers = first_counts
+    return reason
+
+
 def align_pair(
     pre: np.ndarray, post: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, method: str, matcher: Matcher,
     settings: AlignSettings = AlignSettings(), metal_pre: np.ndarray | None = None,
@@ -203,19 +248,8 @@ def align_pair(
         result.timings_ms["match"] = 1000 * (time.perf_counter() - start)
     result.timings_ms.update({f"match_{k}": v for k, v in matches.timings_ms.items()})
     fitted = _checked_fit(matches, pre, post, p_pre, p_post, method, settings, result)
-    sparser = getattr(matcher, "sparser", None)
-    if isinstance(fitted, str) and method == "ours" and settings.sparser_retry and sparser is not None:
-        start = time.perf_counter()
-        retry = sparser(matches)
-        result.timings_ms["match_sparser"] = 1000 * (time.perf_counter() - start)
-        if retry is not None:
-            first_counts = (result.matches, result.inliers)
-            retried = _checked_fit(retry, pre, post, p_pre, p_post, method, settings, result)
-            if isinstance(retried, str):  # report the first attempt's counts, and both reasons
-                result.matches, result.inliers = first_counts
-                fitted = f"{fitted}; matched again with half the keypoints: {retried}"
-            else:
-                fitted, result.retried_sparser = retried, True
+    if isinstance(fitted, str) and method == "ours":
+        fitted = _second_chances(fitted, matches, pre, post, p_pre, p_post, matcher, settings, result)
     if isinstance(fitted, str):
         result.failure = fitted
         return result

@@ -173,8 +173,92 @@ def test_a_refused_retry_reports_both_reasons(pair, pair_matches) -> None:
     matcher = _RefusedFirst(few)
     result = align_pair(pair.pre, pair.post, p_pre, p_post, "ours", matcher)
     assert result.homography is None and not result.retried_sparser
-    assert result.failure == "too few matches (5 < 12); matched again with half the keypoints: too few matches (5 < 12)"
+    # Every attempt is named: the first matching, the sparser one, the one on the outline overlay (whose
+    # warped film's border drops one of the five points).
+    assert result.failure == ("too few matches (5 < 12); matched again with half the keypoints: too few matches "
+                              "(5 < 12); matched again on the pelvis outline overlay: too few matches (4 < 12)")
     assert "retried_with_fewer_keypoints" not in result.to_json()
+    assert "matched_on_pelvis_outline_overlay" not in result.to_json()
+
+
+class _RefusedUntilWarped:
+    """Refuses the films as they come (5 matches, no sparser half); matches PRE warped onto POST for real."""
+
+    name = "refused_until_warped"
+
+    def __init__(self, pre, learned) -> None:
+        self.pre, self.learned, self.warped_calls = pre, learned, 0
+
+    def match(self, pre, post, post_features=None):
+        found = self.learned.match(pre, post, post_features=post_features)
+        if pre is self.pre:
+            return type(found)(found.points_pre[:5], found.points_post[:5], found.scores[:5], features=found.features)
+        self.warped_calls += 1
+        return found
+
+    def sparser(self, matches):
+        return None
+
+
+def test_ours_matches_again_on_the_pelvis_outline_overlay(pair, learned) -> None:
+    """A pair refused at first is matched again with PRE warped by the outline prior; its points come back to PRE."""
+    p_pre, p_post = _probabilities(pair)
+    matcher = _RefusedUntilWarped(pair.pre, learned)
+    result = align_pair(pair.pre, pair.post, p_pre, p_post, "ours", matcher)
+    assert result.failure is None, result.failure
+    assert matcher.warped_calls == 1 and result.matched_on_prior and not result.retried_sparser
+    assert result.to_json()["matched_on_pelvis_outline_overlay"] is True
+    assert result.inliers >= 12 and "match_on_prior" in result.timings_ms
+    diagonal = float(np.hypot(*pair.post.shape))
+    assert mean_radial_error(result.homography, pair.points_pre, pair.points_post) / diagonal < 0.01
+    # LinAlign's methods stay as published: refused, and no matching on the overlay.
+    weighted = align_pair(pair.pre, pair.post, p_pre, p_post, "weighted", matcher)
+    assert weighted.failure == "too few matches (5 < 12)" and matcher.warped_calls == 1
+
+
+def test_matching_after_a_warp_maps_points_back_to_pre(pair, learned) -> None:
+    from models.align.guided import match_after_warp, warp_onto
+
+    _, cols = pair.post.shape
+    shift = np.array([[1.0, 0.0, 0.25 * cols], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # PRE moved a quarter right
+    warped, covered = warp_onto(pair.pre, shift, pair.post.shape)
+    assert not covered[:, : int(0.25 * cols) - 1].any() and covered[:, int(0.25 * cols) + 1:].all()
+    assert np.allclose(warped[:, : int(0.25 * cols) - 1], np.median(pair.pre))  # no black frame to match
+    found = match_after_warp(learned, pair.pre, pair.pre, shift)  # the shifted PRE against PRE itself
+    assert len(found) >= 12
+    # Mapped back through the inverse warp: a match of the shifted film to the film is the identity.
+    identity = np.linalg.norm(found.points_pre - found.points_post, axis=1) < 3.0
+    assert identity.mean() > 0.9
+
+
+class _FixedPoints:
+    """Returns the same putative matches for any films: where they lie decides what survives."""
+
+    name = "fixed"
+
+    def __init__(self, points) -> None:
+        self.points = np.asarray(points, dtype=np.float64)
+
+    def match(self, pre, post):
+        from models.align.matching import Matches
+
+        return Matches(self.points.copy(), self.points.copy(), np.ones(len(self.points)))
+
+
+def test_matches_on_the_warped_border_are_dropped(pair) -> None:
+    """The warped film's border is an edge the warp made, not anatomy: matches within 1% of the diagonal go."""
+    from models.align.guided import match_after_warp
+
+    rows, cols = pair.post.shape
+    edge = 0.25 * cols
+    margin = 0.01 * np.hypot(rows, cols)
+    shift = np.array([[1.0, 0.0, edge], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    xs = [edge - 2.0, edge + 0.5 * margin, edge + margin + 2.0, 0.75 * cols, cols + 10.0]
+    matcher = _FixedPoints([[x, rows / 2] for x in xs])
+    found = match_after_warp(matcher, pair.pre, pair.post, shift)
+    # Outside the warp, on its border band and off the film are dropped; the two inside come back to PRE.
+    np.testing.assert_allclose(found.points_pre[:, 0], [margin + 2.0, 0.5 * cols])
+    np.testing.assert_allclose(found.points_post[:, 0], [edge + margin + 2.0, 0.75 * cols])
 
 
 def test_disk_lightglue_sparser_reuses_the_best_half_of_the_keypoints(pair, learned, pair_matches) -> None:
