@@ -188,7 +188,7 @@ def test_received_objects_pass_the_validators(run: ps.PairRun) -> None:
 # XPASS, fail the suite, and the markers must go.
 MODEL_ACCURACY = pytest.mark.xfail(
     strict=True,
-    reason="model accuracy below issue 4/5 targets (open issues); see docs/models.md and docs/align.md",
+    reason="model accuracy below issue 4's targets on held-out anatomy (leg length); see docs/models.md",
 )
 
 
