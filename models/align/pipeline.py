@@ -207,6 +207,7 @@ def _second_chances(
         start = time.perf_counter()
         h_prior = pelvis_map_alignment(p_pre, p_post)
         if h_prior is None or degeneracy_reason(h_prior, np.shape(pre), np.shape(post)) is not None:
+            result.timings_ms["match_on_prior"] = 1000 * (time.perf_counter() - start)
             reason = f"{reason}; the pelvis outlines could not be overlaid to match again"
         else:
             guided = match_after_warp(matcher, pre, post, h_prior, first=matches)
