@@ -104,26 +104,35 @@ def _prior_fit(
     return h, inliers
 
 
+def outline_prior(p_pre: np.ndarray, p_post: np.ndarray) -> np.ndarray | None:
+    """ours: the pelvis-map overlay as a homography, or None when it cannot be made or is degenerate."""
+    h_prior = pelvis_map_alignment(p_pre, p_post)
+    if h_prior is None or degeneracy_reason(h_prior, np.shape(p_pre), np.shape(p_post)) is not None:
+        return None
+    return h_prior
+
+
 def estimate_homography(
     matches: Matches, p_pre: np.ndarray, p_post: np.ndarray, method: str, threshold_px: float,
-    settings: AlignSettings,
+    settings: AlignSettings, h_prior: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fit one method on ``matches``; returns (H, inlier mask). Raises HomographyError with a reason."""
+    """Fit one method on ``matches``; returns (H, inlier mask). Raises HomographyError with a reason.
+
+    ``h_prior`` (ours only, from :func:`outline_prior`) gates the matches and joins the fit.
+    """
     src, dst = matches.points_pre, matches.points_post
     p_src = sample_bilinear(p_pre, src)
     p_dst = sample_bilinear(p_post, dst)
     weights = p_src * p_dst
-    if method == "ours" and settings.pelvis_prior:
+    if method == "ours" and h_prior is not None:
         # The outline overlay gates the matches and joins the fit on every pair. Chosen on
         # pairs of the training anatomies (Pelvic-Ref-001/004): 1.21x / 1.17x the best
         # possible homography at 1000 px / full size, against 1.33x / 1.24x when a feature
         # fit with 40 or more inliers was kept without the prior (docs/align.md).
-        h_prior = pelvis_map_alignment(p_pre, p_post)
-        if h_prior is not None and degeneracy_reason(h_prior, np.shape(p_pre), np.shape(p_post)) is None:
-            try:
-                return _prior_fit(matches, p_pre, p_post, h_prior, threshold_px, settings)
-            except HomographyError:
-                pass  # the matches disagree with the overlay: the features alone decide, under the checks below
+        try:
+            return _prior_fit(matches, p_pre, p_post, h_prior, threshold_px, settings)
+        except HomographyError:
+            pass  # the matches disagree with the overlay: the features alone decide, under the checks below
     if method == "ours":
         on_pelvis = (p_src >= 0.5) & (p_dst >= 0.5)
         candidates = on_pelvis if int(on_pelvis.sum()) >= settings.min_inliers else np.ones(len(src), bool)
@@ -158,7 +167,7 @@ def estimate_homography(
 
 def _checked_fit(
     matches: Matches, pre: np.ndarray, post: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, method: str,
-    settings: AlignSettings, result: PairAlignment,
+    settings: AlignSettings, result: PairAlignment, h_prior: np.ndarray | None = None,
 ) -> np.ndarray | str:
     """A homography that passed every check, or the reason it was refused; counts go into ``result``."""
     result.matches, result.inliers = len(matches), 0
@@ -167,7 +176,7 @@ def _checked_fit(
     threshold_px = settings.ransac_threshold_fraction * float(np.hypot(*np.shape(post)))
     start = time.perf_counter()
     try:
-        h, inliers = estimate_homography(matches, p_pre, p_post, method, threshold_px, settings)
+        h, inliers = estimate_homography(matches, p_pre, p_post, method, threshold_px, settings, h_prior)
     except HomographyError as exc:
         return str(exc)
     finally:
@@ -181,7 +190,7 @@ def _checked_fit(
 
 def _second_chances(
     reason: str, matches: Matches, pre: np.ndarray, post: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray,
-    matcher: Matcher, settings: AlignSettings, result: PairAlignment,
+    matcher: Matcher, settings: AlignSettings, result: PairAlignment, h_prior: np.ndarray | None,
 ) -> np.ndarray | str:
     """ours, after its first fit was refused: two more matchings, each fitted under the same checks.
 
@@ -198,21 +207,19 @@ def _second_chances(
         retry = sparser(matches)
         result.timings_ms["match_sparser"] = 1000 * (time.perf_counter() - start)
         if retry is not None:
-            retried = _checked_fit(retry, pre, post, p_pre, p_post, "ours", settings, result)
+            retried = _checked_fit(retry, pre, post, p_pre, p_post, "ours", settings, result, h_prior)
             if not isinstance(retried, str):
                 result.retried_sparser = True
                 return retried
             reason = f"{reason}; matched again with half the keypoints: {retried}"
     if settings.match_on_prior and settings.pelvis_prior:
-        start = time.perf_counter()
-        h_prior = pelvis_map_alignment(p_pre, p_post)
-        if h_prior is None or degeneracy_reason(h_prior, np.shape(pre), np.shape(post)) is not None:
-            result.timings_ms["match_on_prior"] = 1000 * (time.perf_counter() - start)
+        if h_prior is None:
             reason = f"{reason}; the pelvis outlines could not be overlaid to match again"
         else:
+            start = time.perf_counter()
             guided = match_after_warp(matcher, pre, post, h_prior, first=matches)
             result.timings_ms["match_on_prior"] = 1000 * (time.perf_counter() - start)
-            refit = _checked_fit(guided, pre, post, p_pre, p_post, "ours", settings, result)
+            refit = _checked_fit(guided, pre, post, p_pre, p_post, "ours", settings, result, h_prior)
             if not isinstance(refit, str):
                 result.matched_on_prior = True
                 return refit
@@ -248,9 +255,14 @@ def align_pair(
         matches = matcher.match(pre, post)
         result.timings_ms["match"] = 1000 * (time.perf_counter() - start)
     result.timings_ms.update({f"match_{k}": v for k, v in matches.timings_ms.items()})
-    fitted = _checked_fit(matches, pre, post, p_pre, p_post, method, settings, result)
+    h_prior = None
+    if method == "ours" and settings.pelvis_prior:  # computed once, used by every fit of the pair
+        start = time.perf_counter()
+        h_prior = outline_prior(p_pre, p_post)
+        result.timings_ms["homography"] = 1000 * (time.perf_counter() - start)
+    fitted = _checked_fit(matches, pre, post, p_pre, p_post, method, settings, result, h_prior)
     if isinstance(fitted, str) and method == "ours":
-        fitted = _second_chances(fitted, matches, pre, post, p_pre, p_post, matcher, settings, result)
+        fitted = _second_chances(fitted, matches, pre, post, p_pre, p_post, matcher, settings, result, h_prior)
     if isinstance(fitted, str):
         result.failure = fitted
         return result
