@@ -90,6 +90,20 @@ def session_for(manifest: Manifest, providers: list[str] | None = None) -> Any:
         return sess
 
 
+def warm_session(manifest: Manifest, batch: int = 1) -> None:
+    """Create the model's session and run it once on zeros of its declared input shape.
+
+    The shape comes from the ONNX graph, not from the manifest's ``work_size``:
+    models differ in channels (the view model on the segmentation's maps takes 4).
+    """
+    sess = session_for(manifest)
+    (declared,) = sess.get_inputs()
+    shape = [dim if isinstance(dim, int) else manifest.work_size for dim in declared.shape]
+    if declared.shape and not isinstance(declared.shape[0], int):
+        shape[0] = batch
+    sess.run(None, {declared.name: np.zeros(shape, np.float32)})
+
+
 def run_session(manifest: Manifest, image: np.ndarray) -> list[np.ndarray]:
     """Run a model on one (S, S) working-grid image; returns its outputs without the batch axis."""
     return [o[0] for o in run_batch(manifest, np.asarray(image)[None])]

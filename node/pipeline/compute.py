@@ -58,12 +58,11 @@ def warm_up(matcher: str = DEFAULT_MATCHER) -> dict[str, float]:
 
     seconds["imports"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
-    from models.inference.runtime import run_batch
+    from models.inference.runtime import warm_session
 
     analyzer = default_analyzer()
-    for model in analyzer.models:  # coarse models, and the fine stage when installed (a batch of crops)
-        size = model.manifest.work_size
-        run_batch(model.manifest, np.zeros((4, size, size), np.float32))
+    for model in analyzer.models:  # coarse, fine and view models, each in its own input shape
+        warm_session(model.manifest, batch=4)
     seconds["analysis_models"] = round(time.perf_counter() - start, 2)
     rng = np.random.default_rng(0)
     film = cv2.GaussianBlur(rng.random((2048, 2560), dtype=np.float32), (0, 0), 8)  # a full-size film's shape

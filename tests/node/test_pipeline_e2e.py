@@ -75,6 +75,13 @@ def _classification(run: ps.PairRun) -> str:
     return f"classification: {images}\npairing: {decisions}\njobs: {ps.describe_jobs(run.node)}"
 
 
+def test_worker_warmed_every_model_before_its_first_job(run: ps.PairRun) -> None:
+    """A worker that cannot warm a model pays ~1 s of session set-up inside its first study job."""
+    log = run.node.log()
+    assert "models warmed up" in log, log[-2000:]
+    assert "model warm-up failed" not in log
+
+
 def test_image_results_arrive_once_and_referenced(run: ps.PairRun) -> None:
     """Per analysed image one SEG and one SR, in its study, own series, exactly once."""
     assert not [
