@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     web: WebSettings = WebSettings()
     workers: int = Field(1, ge=0, description="analysis worker processes (0: catalogue and forward only)")
+    prefetch: bool = Field(
+        True,
+        description="analyse each image while its study is still receiving, so the study job finds it "
+        "done (the completion timer's idle time); used with one worker process only",
+    )
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae(v)))
 

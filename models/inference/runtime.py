@@ -66,6 +66,23 @@ class Manifest:
             raise ModelUnavailable(f"{path} lacks a required field: {exc}") from exc
 
 
+def session_options() -> Any:
+    """Options for every onnxruntime session of the project (the analysis models and the matcher).
+
+    Intra-op threads that finish their share do not spin waiting for the next:
+    in the node's worker two sessions run at once (the pair job's matcher beside
+    the study job's models) with Python encoding beside them on 2 cores, and
+    spinning threads burn the cores the others need.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if os.environ.get("HIPNODE_ORT_SPIN", "0") != "1":
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def session_for(manifest: Manifest, providers: list[str] | None = None) -> Any:
     """The cached ``InferenceSession`` of a model; checks the file's sha256 on first load."""
     key = (str((manifest.directory / manifest.file).resolve()), manifest.sha256)
@@ -83,9 +100,7 @@ def session_for(manifest: Manifest, providers: list[str] | None = None) -> Any:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != manifest.sha256:
             raise ModelUnavailable(f"{path} sha256 {digest[:12]}... does not match its manifest")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers or available_providers())
+        sess = ort.InferenceSession(str(path), sess_options=session_options(), providers=providers or available_providers())
         _sessions[key] = sess
         return sess
 

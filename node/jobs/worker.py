@@ -98,13 +98,18 @@ def run_one(job: Job, ctx: JobContext, handlers: dict[str, JobHandler]) -> None:
         )
 
 
+def wait_for_work() -> None:
+    """Sleep until :func:`notify_queued` or for ``IDLE_POLL_SECONDS``, whichever comes first."""
+    with _wake:
+        _wake.wait(IDLE_POLL_SECONDS)
+
+
 def work_loop(ctx: JobContext, handlers: dict[str, JobHandler], stop: Callable[[], bool]) -> None:
     """Claim and run jobs until ``stop()`` is true."""
     while not stop():
         job = claim_next(ctx.session_factory, ctx.worker, tuple(handlers))
         if job is None:
-            with _wake:
-                _wake.wait(IDLE_POLL_SECONDS)
+            wait_for_work()
             continue
         run_one(job, ctx, handlers)
 
@@ -163,19 +168,31 @@ def _worker_main(
     stop = lambda: stop_event.is_set() or parent_gone()  # noqa: E731
     if job_bell is not None:  # the node queued a job (a study completed): claim it now, not at the next poll
         threading.Thread(target=_relay, args=(job_bell, notify_queued, stop), name="job-bell", daemon=True).start()
+    extra: list[Callable[[JobContext, Callable[[], bool]], None]] = []
+    if settings.prefetch and settings.workers == 1:  # see node.pipeline.prefetch: one process, no work twice
+        from node.pipeline.prefetch import prefetch_loop
+
+        extra.append(prefetch_loop)
     try:
-        run_lanes(ctx, job_handlers(), stop)
+        run_lanes(ctx, job_handlers(), stop, extra)
     finally:
         engine.dispose()
 
 
-def run_lanes(ctx: JobContext, handlers: dict[str, JobHandler], stop: Callable[[], bool]) -> None:
-    """One :func:`work_loop` thread per job kind until ``stop()``; returns when all have ended."""
+def run_lanes(
+    ctx: JobContext, handlers: dict[str, JobHandler], stop: Callable[[], bool],
+    extra: list[Callable[[JobContext, Callable[[], bool]], None]] | None = None,
+) -> None:
+    """One :func:`work_loop` thread per job kind, plus one per ``extra`` loop, until ``stop()``."""
     lanes = [
         threading.Thread(
             target=work_loop, args=(ctx, {kind: handler}, stop), name=f"lane-{kind}", daemon=True
         )
         for kind, handler in handlers.items()
+    ]
+    lanes += [
+        threading.Thread(target=loop, args=(ctx, stop), name=f"lane-{loop.__name__}", daemon=True)
+        for loop in extra or ()
     ]
     for lane in lanes:
         lane.start()

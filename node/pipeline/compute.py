@@ -23,6 +23,11 @@ from node.pipeline.features import CachedFeaturesMatcher, FeatureStore, supports
 
 DEFAULT_ALIGN_METHOD = "ours"
 DEFAULT_MATCHER = "disk_lightglue"
+PROJECTION_SOP_CLASSES = frozenset({  # the images the analysis takes (never the node's own results)
+    "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage
+    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
+})
 IMPLANT_MIN_AREA_MM2 = 50.0  # smaller "implant" blobs are noise, not an arthroplasty
 
 
@@ -153,6 +158,13 @@ def may_become_pre(image: AnalysedImage) -> bool:
     from node.pairing.rules import DEFAULT_RULES
 
     return DEFAULT_RULES.pre_state in side_states(image.analysis).values()
+
+
+def may_become_post(image: AnalysedImage) -> bool:
+    """Whether the pairing rules could pair this film as a post-op (a side in the post state)."""
+    from node.pairing.rules import DEFAULT_RULES
+
+    return DEFAULT_RULES.post_state in side_states(image.analysis).values()
 
 
 def keep_features(image: AnalysedImage, features: FeatureStore, matcher: str = DEFAULT_MATCHER) -> bool:

@@ -22,7 +22,7 @@ from node.pipeline import compute
 from node.pipeline.artifacts import load_artifacts
 from node.pipeline.features import FeatureStore
 from node.pipeline.result_store import destinations_for, store_results
-from node.pipeline.study_stage import stage_ms
+from node.pipeline.timing import stage_ms
 from storage.filestore import FileStore
 from storage.models import ImageClassification, Instance, Job, Series, Study
 

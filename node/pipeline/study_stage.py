@@ -25,20 +25,15 @@ from node.imaging import UnreadableImage, load_radiograph
 from node.jobs.queue import PermanentJobError, enqueue
 from node.jobs.worker import JobContext, notify_queued, notify_results
 from node.pairing.store import update_pairings
-from node.pipeline import compute
+from node.pipeline import compute, prefetch
 from node.pipeline.artifacts import artifact_path, save_artifacts
 from node.pipeline.features import FeatureStore
 from node.pipeline.result_store import destinations_for, store_results
+from node.pipeline.timing import stage_ms
 from storage.filestore import FileStore
 from storage.models import ImageClassification, Instance, Job, Series, Study
 
 log = logging.getLogger(__name__)
-
-PROJECTION_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage
-    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
-    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
-})
 
 
 def _record(session, instance: Instance, analysis: ImageAnalysis | None, reason: str | None,
@@ -58,15 +53,6 @@ def _record(session, instance: Instance, analysis: ImageAnalysis | None, reason:
     return row
 
 
-def stage_ms(started: float, marks: dict[str, float]) -> dict[str, float]:
-    """``{stage}_ms`` durations from consecutive ``perf_counter`` marks (for the log line)."""
-    out, previous = {}, started
-    for name, mark in marks.items():
-        out[f"{name}_ms"] = round(1000 * (mark - previous), 1)
-        previous = mark
-    return out
-
-
 def pair_job_key(pre_sop: str, post_sop: str, analysis_versions: dict[str, str] | None) -> str:
     versions = ",".join(f"{k}={v}" for k, v in sorted((analysis_versions or {}).items()))
     return f"analyze_pair:{pre_sop}:{post_sop}:{versions}"
@@ -83,22 +69,29 @@ def run(job: Job, ctx: JobContext) -> str:
             select(Instance).join(Series).where(
                 Series.study_pk == study.id,
                 Instance.derived_by_node.is_(False),
-                Instance.sop_class_uid.in_(PROJECTION_SOP_CLASSES),
+                Instance.sop_class_uid.in_(compute.PROJECTION_SOP_CLASSES),
             ).order_by(Instance.instance_number, Instance.id)
         ).all()
     if not instances:
         raise PermanentJobError("select", f"study {study_uid} has no DX or CR image to analyse")
     destinations = destinations_for(ctx.settings, calling_aet)
     reasons: list[str] = []
-    analysed: list[tuple[compute.AnalysedImage, float, dict[str, float]]] = []  # with start and stage marks
+    # each with its SEG and SR when the prefetch lane encoded them, its start and its stage marks
+    analysed: list[tuple[compute.AnalysedImage, list | None, float, dict[str, float]]] = []
     for instance in instances:
         started = time.perf_counter()
         stages: dict[str, float] = {}
+        encoded = None
         try:
-            radiograph = load_radiograph(filestore.absolute(instance.path))
-            stages["read"] = time.perf_counter()
-            image = compute.analyse(radiograph)
-            stages["analyse"] = time.perf_counter()
+            kept = prefetch.take(prefetch.ImageKey(instance.id, instance.sha256))
+            if kept is not None:
+                image, encoded = kept.image, kept.results
+                stages["prefetched"] = time.perf_counter()
+            else:
+                radiograph = load_radiograph(filestore.absolute(instance.path))
+                stages["read"] = time.perf_counter()
+                image = compute.analyse(radiograph)
+                stages["analyse"] = time.perf_counter()
             reason = image.analysis.not_analysable
         except UnreadableImage as exc:
             image, reason = None, str(exc)
@@ -118,7 +111,7 @@ def run(job: Job, ctx: JobContext) -> str:
             _record(session, instance, image.analysis, None, relative)
             session.commit()
             stages["record"] = time.perf_counter()
-        analysed.append((image, started, stages))
+        analysed.append((image, encoded, started, stages))
     if not analysed:
         raise PermanentJobError("classify", "no analysable image: " + "; ".join(reasons))
     # Pairing needs only the classifications just committed: queue the pair jobs before
@@ -128,11 +121,11 @@ def run(job: Job, ctx: JobContext) -> str:
     notify_queued()
     log.info("patient re-paired", extra={"job_id": job.id, "pair_jobs": pair_jobs,
                                          "ms": round(1000 * (time.perf_counter() - pairing_started), 1)})
-    for image, started, stages in analysed:
+    for image, encoded, started, stages in analysed:
         encode_started = time.perf_counter()
         marks: dict[str, float] = {}
         with ctx.session_factory() as session:
-            datasets = compute.image_result_datasets(image)
+            datasets = encoded if encoded is not None else compute.image_result_datasets(image)
             marks["encode"] = time.perf_counter()
             store_results(session, filestore, datasets, destinations, job.id)
             session.commit()
@@ -144,7 +137,7 @@ def run(job: Job, ctx: JobContext) -> str:
             **stage_ms(encode_started, marks),
             **{f"t_{k}": v for k, v in image.analysis.timings_ms.items()}})
     if pair_jobs == 0:  # nothing to align now: get later pair jobs' DISK run on these films out of the way
-        _keep_features(job, filestore, [image for image, _started, _stages in analysed])
+        _keep_features(job, filestore, [image for image, *_rest in analysed])
     return f"{len(analysed)} image(s) analysed, {len(reasons)} not analysable, {pair_jobs} pair job(s) queued"
 
 

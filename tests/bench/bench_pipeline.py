@@ -7,7 +7,7 @@ the clock runs from the post-op instance's receipt (``instance.received_at``) to
 the last ``delivery.delivered_at`` of the post-op image's and the pair's results.
 Target (issue 6): completion timer + 4 s on 2 CPU cores.
 
-    .venv/bin/python -m tests.bench.bench_pipeline [--pair DIR] [--quiet-seconds 2] [--size 512]
+    .venv/bin/python -m tests.bench.bench_pipeline [--pair DIR] [--quiet-seconds 2] [--size 512] [--no-prefetch]
 
 Prints the per-stage breakdown (from the catalogue's timestamps and the node's log
 lines) with ``os.getloadavg()``; the figures are pessimistic on a shared machine.
@@ -57,9 +57,12 @@ def _event_time(session, job_id: int, state: str) -> dt.datetime | None:
     return None if row is None else _utc(row.created_at)
 
 
-def measure(pair: Path, work: Path, quiet_seconds: float, workers: int = 1) -> dict[str, object]:
+def measure(
+    pair: Path, work: Path, quiet_seconds: float, workers: int = 1, prefetch: bool = True
+) -> dict[str, object]:
     dest = ps.StoreSCP(work / "received").start()
     config = ps.pipeline_config(dest, quiet_seconds=quiet_seconds, workers=workers)
+    config["prefetch"] = prefetch
     node = NodeProcess(work / "node", config=config)
     try:
         node.start()
@@ -122,6 +125,7 @@ def breakdown(
         return float("nan") if a is None or b is None else (b - a).total_seconds()
 
     image = _log_fields(log, "image analysed", sop_instance_uid=post_uid)
+    prefetched = _log_fields(log, "image prefetched", sop_instance_uid=post_uid)
     repaired = _log_fields(log, "patient re-paired", job_id=str(study_job.id))
     pair_line = (
         {} if pair_job is None else _log_fields(log, "pair encoded", job_id=str(pair_job.id))
@@ -135,17 +139,32 @@ def breakdown(
 
     stages: list[tuple[str, float]] = [
         ("completion wait (arrival -> study completed)", span(arrived, _utc(completed.created_at))),
+    ]
+    analysis_stages = [(f"    {k[2:]}", ms(image, k)) for k in image if k.startswith("t_")]
+    if prefetched:  # the worker's prefetch lane did the per-image work inside the completion wait
+        stages += [("  prefetch: analyse", ms(prefetched, "analyse_ms")), *analysis_stages]
+        stages += [
+            (f"  prefetch: {k[:-3]}", ms(prefetched, k))
+            for k in ("features_ms", "encode_ms")
+            if k in prefetched
+        ]
+    stages += [
         (
             "job pickup (analyze_study queued -> running)",
             span(times["study_queued"], times["study_running"]),
         ),
-        ("  read (decode DICOM)", ms(image, "read_ms")),
-        ("  analyse (total)", ms(image, "analyse_ms")),
     ]
-    stages += [(f"    {k[2:]}", ms(image, k)) for k in image if k.startswith("t_")]
+    if "prefetched_ms" in image:
+        stages += [("  wait for the prefetch (read, analyse, encode)", ms(image, "prefetched_ms"))]
+    else:
+        stages += [
+            ("  read (decode DICOM)", ms(image, "read_ms")),
+            ("  analyse (total)", ms(image, "analyse_ms")),
+            *analysis_stages,
+        ]
     stages += [
         ("  record classification + artifacts", ms(image, "record_ms")),
-        ("  encode SEG + SR", ms(image, "encode_ms")),
+        ("  encode SEG + SR" + (" (prefetched)" if "prefetched_ms" in image else ""), ms(image, "encode_ms")),
         ("  store results + outbox rows", ms(image, "store_ms")),
         ("  pairing (re-pair patient, queue pair job)", ms(repaired, "ms")),
         ("analyze_study job (running -> done)", span(times["study_running"], times["study_done"])),
@@ -191,14 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", type=Path, help="keep the node's storage and log here")
     parser.add_argument("--workers", type=int, default=1, help="the node's analysis worker processes")
+    parser.add_argument(
+        "--no-prefetch",
+        action="store_true",
+        help="the node analyses each image only when its study job runs (for comparison)",
+    )
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
     pair = args.pair or ps.synth_pair(work / "synth", seed=args.seed, size=args.size)
     load_before = os.getloadavg()
-    report = measure(pair, work, args.quiet_seconds, args.workers)
+    report = measure(pair, work, args.quiet_seconds, args.workers, prefetch=not args.no_prefetch)
     load_after = os.getloadavg()
-    print(f"pipeline latency, pair {pair} (completion timer {args.quiet_seconds:g} s, {args.workers} worker(s))")
+    print(
+        f"pipeline latency, pair {pair} (completion timer {args.quiet_seconds:g} s, {args.workers} worker(s), "
+        f"prefetch {'off' if args.no_prefetch else 'on'})"
+    )
     for name, seconds in report["stages"]:  # type: ignore[union-attr]
         print(f"  {name:<52} {seconds:8.3f} s")
     if not report["pair_job"]:

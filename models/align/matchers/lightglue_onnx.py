@@ -47,11 +47,11 @@ def _verified_model(directory: Path) -> tuple[Path, dict[str, object]]:
 def _session(model: Path):  # -> onnxruntime.InferenceSession
     import onnxruntime as ort
 
+    from models.inference.runtime import session_options
+
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(model), sess_options=options, providers=providers)
+    return ort.InferenceSession(str(model), sess_options=session_options(), providers=providers)
 
 
 def mutual_matches(log_assignment: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
