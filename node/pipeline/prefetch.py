@@ -2,21 +2,24 @@
 
 A study is complete only after its completion timer (2 s of quiet by default)
 has run out, and until then the worker's cores are idle. The per-image work
-does not depend on the rest of the study: the analysis of an image depends on
-that image alone, and so do its matcher features. So a worker lane analyses
-every newly received DX/CR image of a study that is still receiving, keeps the
-result in this process's memory, and keeps the film's matcher features in the
-feature store when a pair job may need them. The study job takes the analysis
-from here instead of running the models (:func:`take`); the pair job reads the
-features from the store as before. The results are the same objects either way:
-it is the same computation on the same file, only earlier.
+does not depend on the rest of the study: an image's analysis, its SEG and SR,
+and its matcher features depend on that image alone. So a worker lane takes
+every newly received DX/CR image of a study still receiving, analyses it,
+encodes its SEG and SR, keeps the film's matcher features in the feature store
+when a pair job may need them, and holds the rest in this process's memory.
+The study job takes it from here (:func:`take`) instead of running the models
+and the encoders; the pair job reads the features from the store as before.
+The objects sent are the same either way (the same computation on the same
+file, only earlier; result UIDs derive from the inputs and model versions).
 
 Work done here is work the study job would otherwise do, so nothing is computed
 twice as long as the study job runs in this process: the node starts this lane
-only with one worker process (the default). At most :data:`MAX_KEPT` analyses
-are held (about 120 MB each at full size); beyond that the lane waits, it never
-evicts work it has done. A prefetch that fails is logged and forgotten: the
-study job then analyses the image itself and reports whatever the problem is.
+only with one worker process (the default). At most :data:`MAX_KEPT` images
+are held (about 130 MB each at full size); beyond that the lane waits. It never
+evicts work a study job may still take, only what none has taken for
+:data:`UNCLAIMED_SECONDS` (a study that never completes). A prefetch that fails
+is logged and forgotten: the study job then analyses the image itself and
+reports whatever the problem is.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_KEPT = 4
 RECENT = dt.timedelta(minutes=30)  # older unclassified images are a backlog for their study jobs, not a prefetch
+UNCLAIMED_SECONDS = RECENT.total_seconds()
 MAX_TRIED = 10_000
 TAKE_WAIT_SECONDS = 120.0  # the study job waits this long for a prefetch already under way
 
@@ -62,6 +66,7 @@ class Prefetched:
 
     image: compute.AnalysedImage
     results: list[tuple[str, Dataset]] | None
+    kept_at: float = field(default_factory=time.monotonic)
 
 
 _lock = threading.Lock()
@@ -88,6 +93,21 @@ def take(key: ImageKey, wait_seconds: float = TAKE_WAIT_SECONDS) -> Prefetched |
 def kept_count() -> int:
     with _lock:
         return len(_kept)
+
+
+def drop_unclaimed(max_age_seconds: float = UNCLAIMED_SECONDS) -> int:
+    """Drop analyses no study job took in time (a study that never completes: completion off, a crash).
+
+    Returns how many were dropped; their study jobs, should they come, analyse the images themselves.
+    """
+    cutoff = time.monotonic() - max_age_seconds
+    with _lock:
+        stale = [key for key, kept in _kept.items() if kept.kept_at < cutoff]
+        for key in stale:
+            del _kept[key]
+    if stale:
+        log.warning("prefetched analyses dropped unclaimed", extra={"count": len(stale)})
+    return len(stale)
 
 
 def forget_all() -> None:
@@ -186,6 +206,7 @@ def prefetch_one(ctx: JobContext, key: ImageKey, path: str, sop_instance_uid: st
 def prefetch_loop(ctx: JobContext, stop: Callable[[], bool]) -> None:
     """The worker's prefetch lane: analyse images of receiving studies until ``stop()``."""
     while not stop():
+        drop_unclaimed()
         room = MAX_KEPT - kept_count()
         todo = _candidates(ctx.session_factory, room) if room > 0 else []
         if not todo:

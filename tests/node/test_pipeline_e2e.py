@@ -10,6 +10,7 @@ are kept apart from the accuracy checks, which depend on the trained weights.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections import Counter
@@ -335,6 +336,11 @@ def test_preop_arriving_after_postop_produces_the_pair(
         ps.send(node, pair / "pre.dcm")
         ps.wait_settled(node, min_jobs=2)  # a pair job is queued before its study job ends
         assert ps.failed_jobs(node) == [], ps.describe_jobs(node)
+        # The worker was warm when the pre-op came: it analysed the film inside the completion
+        # timer (node.pipeline.prefetch), and the study job took that instead of running the models.
+        pre_uid, log = _sop(pair / "pre.dcm"), node.log()
+        assert f"image prefetched sop_instance_uid={pre_uid}" in log, log[-3000:]
+        assert re.search(rf"image analysed job_id=\d+ sop_instance_uid={re.escape(pre_uid)} ms=\d+ prefetched_ms=", log)
         # Arrival order changes nothing: the objects of the in-order run, no more, no less.
         assert set(dest.received()) == {r.uid for r in run.received}
         with node.session() as s:
