@@ -216,8 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         help="the node analyses each image only when its study job runs (for comparison)",
     )
     args = parser.parse_args(argv)
-    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    scratch = None if args.keep else tempfile.TemporaryDirectory(prefix="bench-pipeline-")
+    work = args.keep or Path(scratch.name)  # type: ignore[union-attr]
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(args, work)
+    finally:
+        if scratch is not None:  # the node's storage: about 90 MB per run
+            scratch.cleanup()
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
     pair = args.pair or ps.synth_pair(work / "synth", seed=args.seed, size=args.size)
     load_before = os.getloadavg()
     report = measure(pair, work, args.quiet_seconds, args.workers, prefetch=not args.no_prefetch)
