@@ -17,11 +17,11 @@ from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
 from models.inference.crops import FINE_LANDMARK_TYPES, FINE_SEGMENTATION
 from models.inference.view import VIEW_CHANNELS, VIEWS
 from models.training.networks import (
+    SEGMENTATION_ARCHITECTURES,
     ExportLandmarks,
     ExportSegmentation,
     ExportView,
     SGRLandmarkNet,
-    UNet,
     ViewNet,
 )
 
@@ -82,8 +82,8 @@ def export_model(
     dummy = torch.zeros(1, channels, size, size)
     model = model.eval().cpu()
     if task == "segment" or task in FINE_SEGMENTATION:
-        if not isinstance(model, UNet):
-            raise TypeError(f"{task} task needs a UNet")
+        if not isinstance(model, tuple(SEGMENTATION_ARCHITECTURES.values())):
+            raise TypeError(f"{task} task needs one of the segmentation networks {sorted(SEGMENTATION_ARCHITECTURES)}")
         labels = list(SEGMENTS) if task == "segment" else list(FINE_SEGMENTATION[task].segments)
         wrapper: torch.nn.Module = ExportSegmentation(model)
         output_names = ["probabilities"]

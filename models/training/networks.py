@@ -3,6 +3,9 @@
 * :class:`UNet`: a compact U-Net (conv-BN-ReLU x2 per level, bilinear
   up-sampling, skip connections). With 11 sigmoid outputs it is the
   multi-label segmentation model (segments overlap, so no softmax).
+* :class:`ResUNet` and :class:`UNetPlusPlus`: the seeds' other two
+  segmentation families, selectable for the segmentation tasks
+  (``--architecture``) so the choice is measured, not assumed.
 * :class:`SGRLandmarkNet`: segmentation-guided coordinate regression. A U-Net
   segments a small disc around every landmark; its probabilities, concatenated
   with the image, feed a small dilated CNN that produces one score map per
@@ -56,6 +59,76 @@ class UNet(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
         return self.head(x)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1-projected) shortcut, then ReLU: MONAI's residual unit."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+        )
+        self.shortcut = (
+            nn.Identity() if in_ch == out_ch
+            else nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class ResUNet(UNet):
+    """The :class:`UNet` with residual blocks at every level (the seeds' MONAI ResUNet, in this project's layout)."""
+
+    def __init__(self, in_ch: int, out_ch: int, base: int = 16, depth: int = 4) -> None:
+        super().__init__(in_ch, out_ch, base, depth)
+        chans = [base * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList([ResidualBlock(in_ch, chans[0])])
+        self.down.extend(ResidualBlock(chans[i], chans[i + 1]) for i in range(depth))
+        self.up = nn.ModuleList(ResidualBlock(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(depth)))
+
+
+class UNetPlusPlus(nn.Module):
+    """U-Net++ (Zhou et al. 2018): nested, densely connected skip pathways; logits from the top node.
+
+    Node X[i][j] (level i, j-th node along the skip path) convolves the
+    concatenation of X[i][0..j-1] and the up-sampled X[i+1][j-1]. No deep
+    supervision: one head on X[0][depth], so it exports like :class:`UNet`.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, base: int = 16, depth: int = 4) -> None:
+        super().__init__()
+        chans = [base * 2**i for i in range(depth + 1)]
+        self.depth = depth
+        self.encoder = nn.ModuleList([ConvBlock(in_ch, chans[0])])
+        self.encoder.extend(ConvBlock(chans[i], chans[i + 1]) for i in range(depth))
+        # nodes[i][j - 1] is X[i][j], j >= 1, for levels i + j <= depth
+        self.nodes = nn.ModuleList(
+            nn.ModuleList(ConvBlock(chans[i] * j + chans[i + 1], chans[i]) for j in range(1, depth - i + 1))
+            for i in range(depth)
+        )
+        self.head = nn.Conv2d(chans[0], out_ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid: list[list[torch.Tensor]] = []
+        for i, block in enumerate(self.encoder):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            grid.append([x])
+        for j in range(1, self.depth + 1):
+            for i in range(self.depth - j + 1):
+                below = grid[i + 1][j - 1]
+                up = F.interpolate(below, size=grid[i][0].shape[-2:], mode="bilinear", align_corners=False)
+                grid[i].append(self.nodes[i][j - 1](torch.cat([*grid[i][:j], up], dim=1)))
+        return self.head(grid[0][self.depth])
+
+
+SEGMENTATION_ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "resunet": ResUNet, "unetpp": UNetPlusPlus}
+"""The segmentation networks ``hipnode train segment --architecture`` offers; all map (N, 1, H, W) to logits."""
 
 
 def soft_argmax(scores: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -116,7 +189,7 @@ class ViewNet(nn.Module):
 class ExportSegmentation(nn.Module):
     """ONNX wrapper: image (N,1,H,W) -> probabilities (N,C,H,W)."""
 
-    def __init__(self, net: UNet) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 

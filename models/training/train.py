@@ -24,7 +24,7 @@ from models.training.augment import AugmentConfig, WorkSample
 from models.training.crop_dataset import CropAugment, FineSample, LandmarkCropSet, SegmentCropSet
 from models.training.dataset import AugmentedSet
 from models.training.losses import dice_bce_loss, landmark_loss
-from models.training.networks import SGRLandmarkNet, UNet, ViewNet
+from models.training.networks import SEGMENTATION_ARCHITECTURES, SGRLandmarkNet, ViewNet
 from models.training.view_dataset import ViewSet
 from models.training.warm_start import freeze_batch_norm, warm_start
 
@@ -66,6 +66,7 @@ class TrainConfig:
     workers: int = 0  # DataLoader processes; results do not depend on it (augmentation is seeded per item)
     init: str | None = None  # a weights folder to fine-tune from (models.training.warm_start); BatchNorm frozen
     view_input: str = "maps"  # view task: what the classifier reads (models.inference.view.VIEW_SOURCES)
+    architecture: str = "unet"  # segmentation tasks: a key of networks.SEGMENTATION_ARCHITECTURES
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -76,6 +77,10 @@ class TrainConfig:
             self.jitter_mm = defaults["jitter_mm"] if self.jitter_mm is None else self.jitter_mm
         if self.workers < 0:
             raise ValueError(f"workers must be 0 (load in this process) or more, got {self.workers}")
+        if self.architecture not in SEGMENTATION_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(SEGMENTATION_ARCHITECTURES)}, got {self.architecture!r}")
+        if self.architecture != "unet" and self.task not in SEGMENTATION_TASKS:
+            raise ValueError(f"--architecture applies to the segmentation tasks {SEGMENTATION_TASKS}, not {self.task}")
         if self.size % (2**self.depth):
             raise ValueError(f"size {self.size} must be divisible by 2**depth = {2**self.depth}")
 
@@ -95,12 +100,13 @@ def manifest_extra(cfg: TrainConfig) -> dict[str, object] | None:
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """A fresh network for ``cfg.task``."""
     if cfg.task == "segment":
-        return UNet(1, len(SEGMENTS), base=cfg.base_channels, depth=cfg.depth)
+        return SEGMENTATION_ARCHITECTURES[cfg.architecture](1, len(SEGMENTS), base=cfg.base_channels, depth=cfg.depth)
     if cfg.task == "view":
         return ViewNet(len(VIEWS), base=cfg.base_channels, depth=cfg.depth,
                        in_ch=1 if cfg.view_input == "image" else len(VIEW_CHANNELS))
     if cfg.task in FINE_SEGMENTATION:
-        return UNet(1, len(FINE_SEGMENTATION[cfg.task].segments), base=cfg.base_channels, depth=cfg.depth)
+        net = SEGMENTATION_ARCHITECTURES[cfg.architecture]
+        return net(1, len(FINE_SEGMENTATION[cfg.task].segments), base=cfg.base_channels, depth=cfg.depth)
     n = len(FINE_LANDMARK_TYPES) if cfg.task == "landmarks-fine" else len(LANDMARKS)
     return SGRLandmarkNet(n, base=cfg.base_channels, depth=cfg.depth, reg_ch=cfg.reg_channels)
 

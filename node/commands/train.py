@@ -77,6 +77,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--view-input", choices=("maps", "image"), default="maps",
                         help="view: read the segmentation's maps (models/weights/view_maps) or the film "
                              "(models/weights/view_image)")
+    parser.add_argument("--architecture", choices=("unet", "resunet", "unetpp"),
+                        help="segmentation tasks: U-Net (default), residual U-Net or U-Net++ (docs/models.md, "
+                             "'Segmentation model': measured against each other)")
     parser.add_argument("--segmentation", type=Path, metavar="WEIGHTS_DIR",
                         help="view: the segmentation model whose maps the view model reads (default: the "
                              "committed models/weights/segment); the analysis runs it behind that model only")
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
                           mm_per_px=args.mm_per_px or arch.get("mm_per_px"),
                           jitter_mm=args.jitter_mm if args.jitter_mm is not None else arch.get("jitter_mm"),
                           workers=args.workers, init=str(args.init) if args.init else None,
-                          view_input=args.view_input)
+                          view_input=args.view_input,
+                          architecture=args.architecture or arch.get("architecture") or "unet")
         refs = list_samples(args.data)
         if fine:
             samples: list = load_fine_folder(refs, cfg.task, float(cfg.mm_per_px or 0), excluded, args.workers)

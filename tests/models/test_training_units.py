@@ -18,7 +18,7 @@ from models.inference.preprocess import grid_transform, map_to_source, mask_to_w
 from models.training.augment import AugmentConfig, WorkSample, affine, augment, disc_targets, hflip, side_swap_index
 from models.training.dataset import DatasetError, LANDMARK_SWAP, SEGMENT_SWAP, list_samples, load_folder
 from models.training.losses import dice_bce_loss, landmark_loss
-from models.training.networks import SGRLandmarkNet, UNet, soft_argmax
+from models.training.networks import SEGMENTATION_ARCHITECTURES, SGRLandmarkNet, UNet, soft_argmax
 from models.training.toydata import write_toy_dataset
 
 
@@ -149,6 +149,41 @@ def test_networks_shapes():
     assert UNet(1, 11, base=4, depth=3)(x).shape == (2, 11, 32, 32)
     discs, coords = SGRLandmarkNet(len(LANDMARKS), base=4, depth=3, reg_ch=8)(x)
     assert discs.shape == (2, len(LANDMARKS), 32, 32) and coords.shape == (2, len(LANDMARKS), 2)
+
+
+@pytest.mark.parametrize("architecture", sorted(SEGMENTATION_ARCHITECTURES))
+def test_every_segmentation_architecture_trains_and_exports(architecture: str, tmp_path: Path):
+    """One step changes the weights; the ONNX export gives the network's own probabilities."""
+    import onnxruntime as ort
+
+    from models.training.export import export_model
+    from models.training.train import TrainConfig, build_model
+
+    cfg = TrainConfig(task="segment", size=32, base_channels=4, depth=3, architecture=architecture)
+    net = build_model(cfg)
+    assert type(net) is SEGMENTATION_ARCHITECTURES[architecture]
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32)
+    assert net(x).shape == (2, len(SEGMENTS), 32, 32)
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    dice_bce_loss(net(x), (x > 0.5).expand(2, len(SEGMENTS), 32, 32).float(), torch.ones(2, len(SEGMENTS))).backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    manifest = json.loads(export_model(net, "segment", tmp_path, 32, "0.0.1", {"config": {"architecture": architecture}}).read_text())
+    session = ort.InferenceSession(str(tmp_path / manifest["file"]), providers=["CPUExecutionProvider"])
+    (onnx_probabilities,) = session.run(None, {"image": x[:1].numpy()})
+    with torch.no_grad():
+        assert np.allclose(onnx_probabilities, torch.sigmoid(net.eval()(x[:1])).numpy(), atol=1e-5)
+
+
+def test_architecture_is_checked():
+    from models.training.train import TrainConfig
+
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        TrainConfig(task="segment", architecture="vnet")
+    with pytest.raises(ValueError, match="segmentation tasks"):
+        TrainConfig(task="landmarks", architecture="unetpp")
 
 
 def test_reader_rejects_bad_folders(tmp_path: Path):
