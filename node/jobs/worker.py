@@ -31,6 +31,9 @@ from storage.models import Job
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.25
+WORKER_NICENESS = int(os.environ.get("HIPNODE_WORKER_NICENESS", "10"))
+"""Scheduling priority below the SCP's: a worker analysing (or prefetching) never slows a C-STORE on a
+busy machine, and on an idle one it runs at full speed all the same (niceness only orders contenders)."""
 _wake = threading.Condition()
 
 
@@ -143,6 +146,8 @@ def _worker_main(
 ) -> None:
     global _results_bell
     parent_gone = _die_with_parent(parent_pid)
+    if WORKER_NICENESS:
+        os.nice(WORKER_NICENESS)  # receiving comes first: analysis takes the cores the SCP leaves idle
     _results_bell = results_bell
     from node.config import Settings
     from node.logging_setup import configure_logging
@@ -165,7 +170,7 @@ def _worker_main(
         log.info("models warmed up", extra={"worker": ctx.worker, **warm_up()})
     except Exception as exc:  # noqa: BLE001  (any model problem; the jobs report it themselves)
         log.warning("model warm-up failed", extra={"worker": ctx.worker, "reason": str(exc)})
-    stop = lambda: stop_event.is_set() or parent_gone()  # noqa: E731
+    stop = lambda: stop_event.is_set() or parent_gone()
     if job_bell is not None:  # the node queued a job (a study completed): claim it now, not at the next poll
         threading.Thread(target=_relay, args=(job_bell, notify_queued, stop), name="job-bell", daemon=True).start()
     extra: list[Callable[[JobContext, Callable[[], bool]], None]] = []
