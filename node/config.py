@@ -9,9 +9,9 @@ A bad value fails at start with pydantic's message, which names the field.
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
 import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     web: WebSettings = WebSettings()
     workers: int = Field(1, ge=0, description="analysis worker processes (0: catalogue and forward only)")
+    worker_niceness: int = Field(
+        10, ge=0, le=19,
+        description="scheduling priority of the worker processes below the receivers' (0: the same), so "
+        "analysis takes only the CPU that receiving leaves; an idle machine runs it at full speed all the same",
+    )
     prefetch: bool = Field(
         True,
         description="analyse each image while its study is still receiving, so the study job finds it "

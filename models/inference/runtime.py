@@ -72,7 +72,8 @@ def session_options() -> Any:
     Intra-op threads that finish their share do not spin waiting for the next:
     in the node's worker two sessions run at once (the pair job's matcher beside
     the study job's models) with Python encoding beside them on 2 cores, and
-    spinning threads burn the cores the others need.
+    spinning threads burn the cores the others need. (``HIPNODE_ORT_SPIN=1`` lets
+    them spin again, to compare.)
     """
     import onnxruntime as ort
 

@@ -31,9 +31,6 @@ from storage.models import Job
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.25
-WORKER_NICENESS = int(os.environ.get("HIPNODE_WORKER_NICENESS", "10"))
-"""Scheduling priority below the SCP's: a worker analysing (or prefetching) never slows a C-STORE on a
-busy machine, and on an idle one it runs at full speed all the same (niceness only orders contenders)."""
 _wake = threading.Condition()
 
 
@@ -146,8 +143,6 @@ def _worker_main(
 ) -> None:
     global _results_bell
     parent_gone = _die_with_parent(parent_pid)
-    if WORKER_NICENESS:
-        os.nice(WORKER_NICENESS)  # receiving comes first: analysis takes the cores the SCP leaves idle
     _results_bell = results_bell
     from node.config import Settings
     from node.logging_setup import configure_logging
@@ -156,6 +151,8 @@ def _worker_main(
 
     configure_logging(log_level)
     settings = Settings.model_validate_json(settings_json)
+    if settings.worker_niceness:  # before any model thread exists: onnxruntime's threads inherit it
+        os.nice(settings.worker_niceness)
     engine = make_engine(settings.effective_database_url)
     ctx = JobContext(
         settings=settings,

@@ -21,7 +21,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from node.jobs.worker import WORKER_NICENESS
+from node.config import Settings
 from storage.models import (
     ImageClassification,
     Instance,
@@ -82,10 +82,10 @@ def test_worker_warmed_every_model_before_its_first_job(run: ps.PairRun) -> None
     log = run.node.log()
     assert "models warmed up" in log, log[-2000:]
     assert "model warm-up failed" not in log
-    # Below the SCP's priority, so analysis never slows receiving (node.jobs.worker.WORKER_NICENESS).
+    # Below the receivers' priority, so analysis takes only the CPU receiving leaves (worker_niceness).
     (pid,) = {int(m) for m in re.findall(r"worker started worker=worker-0-pid(\d+)", log)}
     niceness = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
-    assert niceness == WORKER_NICENESS > 0
+    assert niceness == Settings.model_fields["worker_niceness"].default > 0
 
 
 def test_image_results_arrive_once_and_referenced(run: ps.PairRun) -> None:
