@@ -107,10 +107,11 @@ class UNetPlusPlus(nn.Module):
         self.depth = depth
         self.encoder = nn.ModuleList([ConvBlock(in_ch, chans[0])])
         self.encoder.extend(ConvBlock(chans[i], chans[i + 1]) for i in range(depth))
-        # nodes[i][j - 1] is X[i][j], j >= 1, for levels i + j <= depth
-        self.nodes = nn.ModuleList(
-            nn.ModuleList(ConvBlock(chans[i] * j + chans[i + 1], chans[i]) for j in range(1, depth - i + 1))
-            for i in range(depth)
+        # columns[j - 1][i] is X[i][j], j >= 1, i + j <= depth: registered in the order forward runs them,
+        # which is the order the exported graph lists their convolutions in (warm_start relies on it)
+        self.columns = nn.ModuleList(
+            nn.ModuleList(ConvBlock(chans[i] * j + chans[i + 1], chans[i]) for i in range(depth - j + 1))
+            for j in range(1, depth + 1)
         )
         self.head = nn.Conv2d(chans[0], out_ch, 1)
 
@@ -123,7 +124,7 @@ class UNetPlusPlus(nn.Module):
             for i in range(self.depth - j + 1):
                 below = grid[i + 1][j - 1]
                 up = F.interpolate(below, size=grid[i][0].shape[-2:], mode="bilinear", align_corners=False)
-                grid[i].append(self.nodes[i][j - 1](torch.cat([*grid[i][:j], up], dim=1)))
+                grid[i].append(self.columns[j - 1][i](torch.cat([*grid[i][:j], up], dim=1)))
         return self.head(grid[0][self.depth])
 
 

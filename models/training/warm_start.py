@@ -90,13 +90,14 @@ def freeze_batch_norm(model: nn.Module) -> None:
 def warm_start(model: nn.Module, weights_dir: str | Path, size: int) -> float:
     """Load ``weights_dir/model.onnx`` into ``model`` and check it reproduces the ONNX model; returns the largest difference."""
     from models.training.export import MODEL_FILE
-    from models.training.networks import ExportLandmarks, ExportSegmentation, UNet
+    from models.training.networks import SEGMENTATION_ARCHITECTURES, ExportLandmarks, ExportSegmentation
 
     onnx_path = Path(weights_dir) / MODEL_FILE
     if not onnx_path.is_file():
         raise WarmStartError(f"no {MODEL_FILE} in {weights_dir}")
     load_exported(model, onnx_path)
-    wrapper = ExportSegmentation(model) if isinstance(model, UNet) else ExportLandmarks(model)
+    segmentation = isinstance(model, tuple(SEGMENTATION_ARCHITECTURES.values()))
+    wrapper = ExportSegmentation(model) if segmentation else ExportLandmarks(model)
     return verify_against_export(wrapper, onnx_path, size)
 
 

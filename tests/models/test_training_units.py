@@ -175,6 +175,10 @@ def test_every_segmentation_architecture_trains_and_exports(architecture: str, t
     (onnx_probabilities,) = session.run(None, {"image": x[:1].numpy()})
     with torch.no_grad():
         assert np.allclose(onnx_probabilities, torch.sigmoid(net.eval()(x[:1])).numpy(), atol=1e-5)
+    # and a run can start from the exported model (hipnode train --init)
+    from models.training.warm_start import warm_start
+
+    assert warm_start(build_model(cfg), str(tmp_path), 32) < 1e-4
 
 
 def test_architecture_is_checked():
