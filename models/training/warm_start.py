@@ -90,7 +90,11 @@ def freeze_batch_norm(model: nn.Module) -> None:
 def warm_start(model: nn.Module, weights_dir: str | Path, size: int) -> float:
     """Load ``weights_dir/model.onnx`` into ``model`` and check it reproduces the ONNX model; returns the largest difference."""
     from models.training.export import MODEL_FILE
-    from models.training.networks import SEGMENTATION_ARCHITECTURES, ExportLandmarks, ExportSegmentation
+    from models.training.networks import (
+        SEGMENTATION_ARCHITECTURES,
+        ExportLandmarks,
+        ExportSegmentation,
+    )
 
     onnx_path = Path(weights_dir) / MODEL_FILE
     if not onnx_path.is_file():

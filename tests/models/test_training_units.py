@@ -14,9 +14,29 @@ import pytest
 import torch
 
 from models.algorithms.vocabulary import LANDMARKS, SEGMENTS
-from models.inference.preprocess import grid_transform, map_to_source, mask_to_work_grid, normalise, to_work_grid
-from models.training.augment import AugmentConfig, WorkSample, affine, augment, disc_targets, hflip, side_swap_index
-from models.training.dataset import DatasetError, LANDMARK_SWAP, SEGMENT_SWAP, list_samples, load_folder
+from models.inference.preprocess import (
+    grid_transform,
+    map_to_source,
+    mask_to_work_grid,
+    normalise,
+    to_work_grid,
+)
+from models.training.augment import (
+    AugmentConfig,
+    WorkSample,
+    affine,
+    augment,
+    disc_targets,
+    hflip,
+    side_swap_index,
+)
+from models.training.dataset import (
+    LANDMARK_SWAP,
+    SEGMENT_SWAP,
+    DatasetError,
+    list_samples,
+    load_folder,
+)
 from models.training.losses import dice_bce_loss, landmark_loss
 from models.training.networks import SEGMENTATION_ARCHITECTURES, SGRLandmarkNet, UNet, soft_argmax
 from models.training.toydata import write_toy_dataset
