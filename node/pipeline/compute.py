@@ -19,15 +19,12 @@ from models.algorithms.deltas import DELTA_RULE, pre_post_deltas
 from models.algorithms.results import ImageAnalysis, PairAlignment
 from models.algorithms.vocabulary import DELTA_MEASUREMENTS, SIDES
 from node.imaging import Radiograph
+from node.network.contexts import CR, DX_PRESENTATION, DX_PROCESSING
 from node.pipeline.features import CachedFeaturesMatcher, FeatureStore, supports_features
 
 DEFAULT_ALIGN_METHOD = "ours"
 DEFAULT_MATCHER = "disk_lightglue"
-PROJECTION_SOP_CLASSES = frozenset({  # the images the analysis takes (never the node's own results)
-    "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage
-    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
-    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
-})
+PROJECTION_SOP_CLASSES = frozenset({CR, DX_PRESENTATION, DX_PROCESSING})  # what the analysis takes
 IMPLANT_MIN_AREA_MM2 = 50.0  # smaller "implant" blobs are noise, not an arthroplasty
 
 

@@ -41,7 +41,7 @@ from node.pipeline import compute
 from node.pipeline.features import FeatureStore
 from node.pipeline.timing import stage_ms
 from storage.filestore import FileStore
-from storage.models import ImageClassification, Instance, Patient, Series, Study, StudyState, utcnow
+from storage.models import ImageClassification, Instance, Series, Study, StudyState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -141,26 +141,13 @@ def _candidates(session_factory: sessionmaker, limit: int) -> list[tuple[ImageKe
 
 
 def _patient_has_pre_candidate(session_factory: sessionmaker, patient_pk: int, instance_pk: int) -> bool:
-    """Whether an earlier analysed image of the patient has a side a post-op could pair with."""
+    """Whether another exam of the patient, as the pairing sees them, has a side a post-op could pair with."""
     from node.pairing.rules import DEFAULT_RULES
+    from node.pairing.store import patient_exams
 
-    state = DEFAULT_RULES.pre_state
     with session_factory() as session:
-        hit = session.scalar(
-            select(ImageClassification.id)
-            .join(Instance, ImageClassification.instance_pk == Instance.id)
-            .join(Series, Instance.series_pk == Series.id)
-            .join(Study, Series.study_pk == Study.id)
-            .join(Patient, Study.patient_pk == Patient.id)
-            .where(
-                Patient.id == patient_pk,
-                Instance.id != instance_pk,
-                ImageClassification.analysable.is_(True),
-                (ImageClassification.right_state == state) | (ImageClassification.left_state == state),
-            )
-            .limit(1)
-        )
-    return hit is not None
+        exams = patient_exams(session, patient_pk)
+    return any(exam.key != instance_pk and DEFAULT_RULES.pre_state in exam.sides.values() for exam in exams)
 
 
 def prefetch_one(ctx: JobContext, key: ImageKey, path: str, sop_instance_uid: str, patient_pk: int) -> bool:

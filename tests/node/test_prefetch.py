@@ -25,6 +25,7 @@ from node.imaging import load_radiograph
 from node.jobs.queue import claim_next, enqueue
 from node.jobs.worker import JobContext
 from node.network.ingest import Ingestor
+from node.network.status import StoreStatus
 from node.pipeline import compute, prefetch, study_stage
 from storage.db import make_engine, make_session_factory
 from storage.filestore import FileStore
@@ -64,7 +65,7 @@ def _ingest(ctx: JobContext, path: Path) -> Instance:
         Path(buffer.name), sop_class_uid=str(ds.SOPClassUID), sop_instance_uid=str(ds.SOPInstanceUID),
         calling_aet=ps.DEST_AE,
     )
-    assert outcome.status == 0, outcome.reason
+    assert outcome.status == StoreStatus.SUCCESS, outcome.reason
     with ctx.session_factory() as session:
         return session.scalar(select(Instance).where(Instance.sop_instance_uid == str(ds.SOPInstanceUID)))
 
@@ -177,3 +178,17 @@ def test_analyses_no_study_job_takes_are_dropped_in_time(ctx: JobContext, pair: 
     assert prefetch.drop_unclaimed(max_age_seconds=3600) == 0 and prefetch.kept_count() == 1
     assert prefetch.drop_unclaimed(max_age_seconds=0) == 1 and prefetch.kept_count() == 0
     assert prefetch.take(key, wait_seconds=0) is None
+
+
+def test_a_post_op_film_gets_its_features_only_when_the_patient_has_a_pre_op(ctx: JobContext, pair: Path) -> None:
+    from node.pairing.rules import DEFAULT_RULES
+
+    post = _ingest(ctx, pair / "post.dcm")
+    ((_key, _path, _uid, patient_pk),) = prefetch._candidates(ctx.session_factory, 4)
+    assert not prefetch._patient_has_pre_candidate(ctx.session_factory, patient_pk, post.id)
+    pre = _ingest(ctx, pair / "pre.dcm")
+    with ctx.session_factory() as session:
+        session.add(ImageClassification(instance_pk=pre.id, analysable=True, right_state=DEFAULT_RULES.pre_state))
+        session.commit()
+    assert prefetch._patient_has_pre_candidate(ctx.session_factory, patient_pk, post.id)
+    assert not prefetch._patient_has_pre_candidate(ctx.session_factory, patient_pk, pre.id)  # not itself
